@@ -1,0 +1,1 @@
+"""Long-lived Ray actors: feed actors, the Market Data Server, execution and risk."""

@@ -1,0 +1,238 @@
+"""Pydantic models for the YAML files in ``configs/``; one model per file.
+
+Every model forbids unknown keys, so a typo is an error rather than a silent default.
+Secrets never live here: see ``cluster.config.secrets``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cluster.domain import MarketKind, VenueKind
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- cluster.yaml -------------------------------------------------------------------
+
+
+class HeadConfig(Strict):
+    """How ``botmain up`` starts a local Ray head."""
+
+    port: Port = 6379
+    node_ip_address: str | None = Field(
+        None, description="address other nodes reach this head at; null lets Ray pick this machine's"
+    )
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: Port = 8265
+    client_server_port: Port = 10001
+    num_cpus: Annotated[int, Field(ge=1)] | None = None
+    object_store_memory_mb: Annotated[int, Field(ge=64)] | None = None
+    temp_dir: str | None = Field(None, description="Ray session/log directory (default /tmp/ray)")
+
+
+class ClusterConfig(Strict):
+    address: str | None = Field(
+        default=None,
+        description="Ray address to join (host:port of a head's GCS); null starts a local head.",
+    )
+    head: HeadConfig = HeadConfig()
+
+
+# --- store.yaml ---------------------------------------------------------------------
+
+
+class EmbeddedPostgresConfig(Strict):
+    data_dir: str = "var/pg"
+    host: str = "127.0.0.1"
+    port: Port = 54329
+    database: str = "botmain"
+
+
+class PoolConfig(Strict):
+    min_size: Annotated[int, Field(ge=0)] = 1
+    max_size: Annotated[int, Field(ge=1)] = 8
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PoolConfig:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) exceeds max_size ({self.max_size})")
+        return self
+
+
+class ReconnectConfig(Strict):
+    """How long a writer keeps trying when PostgreSQL goes away mid-write."""
+
+    deadline_s: PositiveFloat = 120.0
+    initial_backoff_s: PositiveFloat = 0.1
+    max_backoff_s: PositiveFloat = 5.0
+
+
+class PostgresConfig(Strict):
+    embedded: EmbeddedPostgresConfig = EmbeddedPostgresConfig()
+    pool: PoolConfig = PoolConfig()
+    command_timeout_s: PositiveFloat = 300.0
+    reconnect: ReconnectConfig = ReconnectConfig()
+    copy_batch_rows: Annotated[int, Field(ge=1)] = 100_000
+
+
+class LakeConfig(Strict):
+    root: str = "var/lake"
+
+
+class StoreConfig(Strict):
+    postgres: PostgresConfig = PostgresConfig()
+    lake: LakeConfig = LakeConfig()
+
+
+# --- venues.yaml --------------------------------------------------------------------
+
+
+class VenueConfig(Strict):
+    kind: VenueKind
+    maker_fee: float = Field(0.0, ge=-0.01, le=0.01, description="fraction of notional")
+    taker_fee: float = Field(0.0, ge=0, le=0.01, description="fraction of notional")
+    ccxt_id: str | None = Field(None, description="ccxt exchange id, for CEX venues")
+    stale_after_s: PositiveFloat = 10.0
+
+
+class ListingConfig(Strict):
+    """An instrument as one venue lists it."""
+
+    venue_symbol: str
+    tick_size: PositiveFloat | None = None
+    lot_size: PositiveFloat | None = None
+    min_size: PositiveFloat | None = None
+    contract_size: PositiveFloat = 1.0
+    market_index: Annotated[int, Field(ge=0)] | None = None  # Drift
+    base_mint: str | None = None  # Jupiter, Raydium
+    quote_mint: str | None = None
+    pool_id: str | None = None  # Raydium
+
+
+class InstrumentConfig(Strict):
+    symbol: str = Field(pattern=r"^[A-Z0-9]+-[A-Z0-9]+$")
+    kind: MarketKind
+    base: str
+    quote: str
+    listings: dict[str, ListingConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _symbol_matches_kind(self) -> InstrumentConfig:
+        expected = f"{self.base}-PERP" if self.kind is MarketKind.PERP else f"{self.base}-{self.quote}"
+        if self.symbol != expected:
+            raise ValueError(f"symbol {self.symbol!r} should be {expected!r} for a {self.kind.value} market")
+        return self
+
+
+class VenuesConfig(Strict):
+    venues: dict[str, VenueConfig] = Field(min_length=1)
+    instruments: list[InstrumentConfig] = []
+
+    @model_validator(mode="after")
+    def _listings_name_known_venues(self) -> VenuesConfig:
+        seen: set[str] = set()
+        for i, inst in enumerate(self.instruments):
+            if inst.symbol in seen:
+                raise ValueError(f"instruments[{i}]: symbol {inst.symbol!r} is listed twice")
+            seen.add(inst.symbol)
+            for venue in inst.listings:
+                if venue not in self.venues:
+                    raise ValueError(
+                        f"instruments[{i}].listings.{venue}: unknown venue {venue!r} "
+                        f"(known: {', '.join(sorted(self.venues))})"
+                    )
+        return self
+
+
+# --- strategies.yaml ----------------------------------------------------------------
+
+
+class StrategyInstanceConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    strategy: str = Field(description="registered strategy name, e.g. ema_cross")
+    instruments: list[str] = Field(min_length=1, description="venue:SYMBOL keys")
+    params: dict[str, float | int | str | bool] = {}
+    enabled: bool = True
+
+
+class StrategiesConfig(Strict):
+    strategies: list[StrategyInstanceConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> StrategiesConfig:
+        names = [s.name for s in self.strategies]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"strategy names must be unique: {', '.join(dupes)}")
+        return self
+
+
+# --- risk.yaml ----------------------------------------------------------------------
+
+
+class DynamicStopConfig(Strict):
+    """Stop distance = ``multiple`` x rolling volatility of returns over ``window`` bars."""
+
+    window: Annotated[int, Field(ge=2)] = 20
+    multiple: PositiveFloat = 3.0
+
+
+class RiskLimits(Strict):
+    max_position_notional: PositiveFloat = 10_000.0
+    max_order_notional: PositiveFloat = 2_500.0
+    max_leverage: PositiveFloat = 5.0
+    max_drawdown: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    liquidation_buffer: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    dynamic_stop: DynamicStopConfig | None = DynamicStopConfig()
+
+
+class RiskOverrides(Strict):
+    max_position_notional: PositiveFloat | None = None
+    max_order_notional: PositiveFloat | None = None
+    max_leverage: PositiveFloat | None = None
+    max_drawdown: Annotated[float, Field(gt=0, lt=1)] | None = None
+    liquidation_buffer: Annotated[float, Field(gt=0, lt=1)] | None = None
+    dynamic_stop: DynamicStopConfig | None = None
+
+
+class RiskConfig(Strict):
+    defaults: RiskLimits = RiskLimits()
+    strategies: dict[str, RiskOverrides] = {}
+
+    def limits_for(self, strategy: str) -> RiskLimits:
+        overrides = self.strategies.get(strategy)
+        if overrides is None:
+            return self.defaults
+        return self.defaults.model_copy(update=overrides.model_dump(exclude_none=True))
+
+
+# --- serve.yaml ---------------------------------------------------------------------
+
+
+class RateLimitConfig(Strict):
+    requests_per_s: PositiveFloat = 5.0
+    burst: Annotated[int, Field(ge=1)] = 5
+
+
+class JwtConfig(Strict):
+    issuer: str = "botmain"
+    audience: str = "botmain-api"
+    ttl_s: Annotated[int, Field(ge=1, le=86_400)] = 900
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+
+
+class ServeConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    replicas: Annotated[int, Field(ge=1)] = 1
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    jwt: JwtConfig = JwtConfig()

@@ -1,0 +1,1 @@
+"""Ray Serve applications (the venue selector's HTTP endpoint)."""
