@@ -1,0 +1,242 @@
+"""The Parquet lake: bulk history as a hive-partitioned dataset any Arrow tool can read.
+
+Layout: ``<root>/kind=<kind>/venue=<venue>/instrument=<SYMBOL>/date=<YYYY-MM-DD>/part-0.parquet``
+(UTC date of ``ts``). Read it with ``pyarrow.dataset.dataset(root, partitioning="hive")``,
+DuckDB's ``read_parquet('<root>/**/*.parquet', hive_partitioning=true)``, Polars, Spark...
+
+Each partition is one file, rewritten atomically (written beside, then renamed) with the
+old and new rows merged and de-duplicated on the kind's key, so re-ingesting a file adds
+nothing and a crash mid-write leaves the previous file intact. Writers of the same
+partition serialise on a lock file.
+
+Kinds and their columns (timestamps are UTC nanoseconds):
+
+* ``bars_<tf>`` / ``mark_bars_<tf>``: ts (open time), open, high, low, close, volume
+* ``funding``: ts, rate (fraction per interval, > 0 = longs pay), interval_s, oracle_price, mark_price
+* ``quotes``: ts, ts_recv, seq, bid, bid_size, ask, ask_size
+* ``trades``: ts, ts_recv, trade_id, price, size, side (aggressor: buy/sell)
+* ``book_updates``: ts, ts_recv, seq, is_snapshot, is_bid, price, size. Rows sharing a
+  ``seq`` form one venue message; a snapshot message replaces the book, a delta sets
+  each level's size (0 removes it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+TS = pa.timestamp("ns", tz="UTC")
+
+_BAR_FIELDS = [
+    ("ts", TS),
+    ("open", pa.float64()),
+    ("high", pa.float64()),
+    ("low", pa.float64()),
+    ("close", pa.float64()),
+    ("volume", pa.float64()),
+]
+
+SCHEMAS: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
+    "bars": (pa.schema(_BAR_FIELDS), ("ts",)),
+    "mark_bars": (pa.schema(_BAR_FIELDS), ("ts",)),
+    "funding": (
+        pa.schema(
+            [
+                ("ts", TS),
+                ("rate", pa.float64()),
+                ("interval_s", pa.int32()),
+                ("oracle_price", pa.float64()),
+                ("mark_price", pa.float64()),
+            ]
+        ),
+        ("ts",),
+    ),
+    "quotes": (
+        pa.schema(
+            [
+                ("ts", TS),
+                ("ts_recv", TS),
+                ("seq", pa.int64()),
+                ("bid", pa.float64()),
+                ("bid_size", pa.float64()),
+                ("ask", pa.float64()),
+                ("ask_size", pa.float64()),
+            ]
+        ),
+        ("ts", "seq"),
+    ),
+    "trades": (
+        pa.schema(
+            [
+                ("ts", TS),
+                ("ts_recv", TS),
+                ("trade_id", pa.string()),
+                ("price", pa.float64()),
+                ("size", pa.float64()),
+                ("side", pa.string()),
+            ]
+        ),
+        ("trade_id",),
+    ),
+    "book_updates": (
+        pa.schema(
+            [
+                ("ts", TS),
+                ("ts_recv", TS),
+                ("seq", pa.int64()),
+                ("is_snapshot", pa.bool_()),
+                ("is_bid", pa.bool_()),
+                ("price", pa.float64()),
+                ("size", pa.float64()),
+            ]
+        ),
+        ("seq", "is_snapshot", "is_bid", "price"),
+    ),
+}
+
+_KIND = re.compile(r"^(?P<base>bars|mark_bars)_(?P<tf>\d+[smhdw])$|^(?P<plain>funding|quotes|trades|book_updates)$")
+_PART = "part-0.parquet"
+
+
+class LakeError(ValueError):
+    pass
+
+
+def schema_for(kind: str) -> tuple[pa.Schema, tuple[str, ...]]:
+    match = _KIND.match(kind)
+    if not match:
+        raise LakeError(f"unknown lake kind {kind!r}")
+    return SCHEMAS[match.group("base") or match.group("plain")]
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    kind: str
+    venue: str
+    instrument: str
+    rows: int
+    first_date: str
+    last_date: str
+
+
+class Lake:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def partition_dir(self, kind: str, venue: str, instrument: str, date: str) -> Path:
+        return self.root / f"kind={kind}" / f"venue={venue}" / f"instrument={instrument}" / f"date={date}"
+
+    def write(self, kind: str, venue: str, instrument: str, table: pa.Table) -> int:
+        """Merge ``table`` into the lake; returns how many rows were new."""
+        schema, key = schema_for(kind)
+        table = conform(table, schema, kind)
+        if table.num_rows == 0:
+            return 0
+        dates = pc.strftime(table["ts"], format="%Y-%m-%d")
+        added = 0
+        for date in pc.unique(dates).to_pylist():
+            part = table.filter(pc.equal(dates, date))
+            added += self._merge_partition(self.partition_dir(kind, venue, instrument, date), part, key)
+        return added
+
+    def _merge_partition(self, directory: Path, new: pa.Table, key: tuple[str, ...]) -> int:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / _PART
+        with _locked(directory):
+            old = pq.read_table(path) if path.exists() else None
+            old_rows = old.num_rows if old is not None else 0
+            merged = new if old is None else pa.concat_tables([old, new.cast(old.schema)])
+            merged = _dedupe(merged, key)  # the first copy wins: stored rows are never replaced
+            if old is not None and merged.num_rows == old_rows:
+                return 0
+            merged = merged.sort_by([(k, "ascending") for k in ("ts", *[c for c in key if c != "ts"])])
+            tmp = directory / f".{_PART}.{uuid.uuid4().hex}.tmp"
+            pq.write_table(merged, tmp, compression="zstd")
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        return merged.num_rows - old_rows
+
+    def read(
+        self,
+        kind: str,
+        venue: str,
+        instrument: str,
+        start: np.datetime64 | str | None = None,
+        end: np.datetime64 | str | None = None,
+    ) -> pa.Table:
+        """Rows of one series with ``start <= ts < end``, sorted by time."""
+        schema, _ = schema_for(kind)
+        base = self.root / f"kind={kind}" / f"venue={venue}" / f"instrument={instrument}"
+        if not base.exists():
+            return schema.empty_table()
+        dataset = ds.dataset(base, format="parquet", partitioning="hive", schema=schema.append(pa.field("date", pa.string())))
+        expr = None
+        if start is not None:
+            expr = pc.field("ts") >= pa.scalar(np.datetime64(start, "ns"), type=TS)
+        if end is not None:
+            cond = pc.field("ts") < pa.scalar(np.datetime64(end, "ns"), type=TS)
+            expr = cond if expr is None else expr & cond
+        table = dataset.to_table(filter=expr, columns=schema.names)
+        return table.sort_by("ts")
+
+    def summary(self) -> list[PartitionSummary]:
+        """Row counts per series, from Parquet footers (no data read)."""
+        out = []
+        for kind_dir in sorted(self.root.glob("kind=*")):
+            for venue_dir in sorted(kind_dir.glob("venue=*")):
+                for inst_dir in sorted(venue_dir.glob("instrument=*")):
+                    dates = sorted(p.name.split("=", 1)[1] for p in inst_dir.glob("date=*") if (p / _PART).exists())
+                    if not dates:
+                        continue
+                    rows = sum(pq.ParquetFile(inst_dir / f"date={d}" / _PART).metadata.num_rows for d in dates)
+                    out.append(
+                        PartitionSummary(
+                            kind=kind_dir.name.split("=", 1)[1],
+                            venue=venue_dir.name.split("=", 1)[1],
+                            instrument=inst_dir.name.split("=", 1)[1],
+                            rows=rows,
+                            first_date=dates[0],
+                            last_date=dates[-1],
+                        )
+                    )
+        return out
+
+
+def conform(table: pa.Table, schema: pa.Schema, kind: str) -> pa.Table:
+    """Select and cast ``table`` to the kind's schema; a missing column is an error."""
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise LakeError(f"{kind}: missing column(s) {', '.join(missing)}")
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise LakeError(f"{kind}: columns do not fit the lake schema: {exc}") from None
+
+
+def _dedupe(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    indexed = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    first = indexed.group_by(list(key), use_threads=False).aggregate([("__row", "min")])["__row_min"]
+    return table.take(pc.sort_indices(first))
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,223 @@
+"""The ingest job: files -> Parquet lake + PostgreSQL, with a report of rows per file.
+
+Per file: read and validate all of it (a refused file stores nothing), register its
+instruments, merge each series into the lake, then COPY its store rows in exactly-once
+batches. At the end, refresh the whitepaper's ``trading_pairs`` from what was read.
+Runs in-process (``botmain ingest``) or as a Ray job (``botmain ingest --submit``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cluster.config import BotmainConfig
+from cluster.lake import Lake
+from cluster.store.connection import connect, prepare_store, resolve_dsn
+from cluster.store.reference import PairSummary, upsert_instruments, upsert_trading_pairs, upsert_venues
+from cluster.store.writer import StoreWriter, WriteResult
+from jobs.ingest import to_store
+from jobs.ingest.formats import SUFFIXES, read_file
+from jobs.ingest.naming import InstrumentResolver
+from jobs.ingest.series import IngestFileError, Series
+
+log = logging.getLogger(__name__)
+DAY_NS = 86_400 * 1_000_000_000
+
+
+@dataclass
+class FileReport:
+    path: str
+    series: list[tuple[str, str, int]] = field(default_factory=list)  # (kind, instrument, rows read)
+    lake_new: int = 0
+    store_rows: int = 0  # rows sent to PostgreSQL
+    store_new: int = 0  # rows new to PostgreSQL
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def rows_read(self) -> int:
+        return sum(rows for _, _, rows in self.series)
+
+
+@dataclass
+class IngestReport:
+    files: list[FileReport] = field(default_factory=list)
+    unlisted_instruments: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[FileReport]:
+        return [f for f in self.files if f.error]
+
+    def render(self) -> str:
+        lines = [f"{'file':<58} {'rows read':>10} {'lake new':>10} {'store new':>10}"]
+        for f in self.files:
+            name = f.path if len(f.path) <= 58 else "..." + f.path[-55:]
+            if f.error:
+                lines.append(f"{name:<58} REFUSED: {f.error}")
+                continue
+            lines.append(f"{name:<58} {f.rows_read:>10,} {f.lake_new:>10,} {f.store_new:>10,}")
+            for kind, inst, rows in f.series:
+                lines.append(f"    {kind:<14} {inst:<40} {rows:>10,}")
+            lines.extend(f"    note: {note}" for note in f.notes)
+        if self.unlisted_instruments:
+            lines.append(
+                "instruments not listed in configs/venues.yaml (stored without tick/lot sizes): "
+                + ", ".join(sorted(self.unlisted_instruments))
+            )
+        ok = len(self.files) - len(self.refused)
+        lines.append(f"{ok} file(s) ingested, {len(self.refused)} refused")
+        return "\n".join(lines)
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; directories searched recursively for the suffixes we read."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def ingest(
+    paths: list[Path],
+    config: BotmainConfig,
+    *,
+    venue: str | None = None,
+    snapshot_interval_s: float = 1.0,
+    snapshot_depth: int = to_store.BOOK_SNAPSHOT_DEPTH,
+    progress: bool | None = None,
+) -> IngestReport:
+    files = expand_paths(paths)
+    report = IngestReport()
+    dsn = resolve_dsn(config)
+    await prepare_store(dsn)
+    lake = Lake(config.lake_root)
+    resolver = InstrumentResolver(config)
+    if venue is not None:
+        resolver.check_venue(venue)
+    pairs = _PairTracker()
+    conn = await connect(dsn)
+    bar: tqdm | None = None
+
+    def advance(result: WriteResult) -> None:
+        if bar is not None:
+            bar.update(result.rows)
+
+    try:
+        await upsert_venues(conn, [config.venue(name) for name in config.venues.venues])
+        async with StoreWriter(
+            dsn,
+            config.store.postgres.reconnect,
+            command_timeout=config.store.postgres.command_timeout_s,
+            after_commit=advance,
+        ) as writer:
+            for path in files:
+                file_report = FileReport(str(path))
+                report.files.append(file_report)
+                try:
+                    parsed = read_file(path, resolver, venue)
+                except IngestFileError as exc:
+                    file_report.error = exc.reason
+                    log.error("refused %s", exc)
+                    continue
+                file_report.notes.extend(parsed.notes)
+                sha = file_sha256(path)
+                ids = await upsert_instruments(conn, [s.instrument for s in parsed.series])
+                bar = tqdm(
+                    total=sum(s.rows for s in parsed.series),
+                    desc=path.name[:40],
+                    unit="rows",
+                    disable=None if progress is None else not progress,  # None: only on a terminal
+                    leave=False,
+                )
+                try:
+                    for series in parsed.series:
+                        file_report.series.append((series.kind, series.instrument.key, series.rows))
+                        file_report.lake_new += lake.write(
+                            series.kind, series.instrument.venue, series.instrument.symbol, series.table
+                        )
+                        for batch in to_store.batches(
+                            series,
+                            ids[series.instrument.key],
+                            sha,
+                            config.store.postgres.copy_batch_rows,
+                            int(snapshot_interval_s * 1e9),
+                            snapshot_depth,
+                        ):
+                            result = await writer.write(batch)
+                            file_report.store_rows += result.rows
+                            file_report.store_new += result.inserted
+                        pairs.observe(series, ids[series.instrument.key])
+                finally:
+                    bar.close()
+                    bar = None
+        await upsert_trading_pairs(conn, pairs.summaries())
+    finally:
+        await conn.close()
+    report.unlisted_instruments = sorted(resolver.unlisted)
+    return report
+
+
+class _PairTracker:
+    """Latest price, 24h volume and latest funding per instrument, for ``trading_pairs``."""
+
+    def __init__(self) -> None:
+        self._price: dict[str, tuple[int, float, int]] = {}  # key -> (ts, price, id)
+        self._volume: dict[str, tuple[int, float]] = {}  # key -> (bar ts, 24h volume)
+        self._funding: dict[str, tuple[int, float]] = {}
+
+    def observe(self, series: Series, instrument_id: int) -> None:
+        key, table = series.instrument.key, series.table
+        if table.num_rows == 0:
+            return
+        ts = table["ts"].to_numpy().astype(np.int64)
+        last = int(ts[-1])
+        if series.kind.startswith("bars_"):
+            self._set_price(key, last, float(table["close"][-1].as_py()), instrument_id)
+            recent = ts > last - DAY_NS + (series.interval_s or 0) * 1_000_000_000
+            volume = float(table["volume"].to_numpy()[recent].sum())
+            if last >= self._volume.get(key, (-1, 0.0))[0]:
+                self._volume[key] = (last, volume)
+        elif series.kind == "funding":
+            if last >= self._funding.get(key, (-1, 0.0))[0]:
+                self._funding[key] = (last, float(table["rate"][-1].as_py()))
+            oracle = table["oracle_price"][-1].as_py()
+            if oracle is not None:
+                self._set_price(key, last, float(oracle), instrument_id)
+        elif series.kind == "quotes":
+            mid = 0.5 * (table["bid"][-1].as_py() + table["ask"][-1].as_py())
+            self._set_price(key, last, mid, instrument_id)
+        elif series.kind == "trades":
+            self._set_price(key, last, float(table["price"][-1].as_py()), instrument_id)
+
+    def _set_price(self, key: str, ts: int, price: float, instrument_id: int) -> None:
+        if ts >= self._price.get(key, (-1, 0.0, 0))[0]:
+            self._price[key] = (ts, price, instrument_id)
+
+    def summaries(self) -> list[PairSummary]:
+        return [
+            PairSummary(
+                instrument_key=key,
+                instrument_id=iid,
+                last_price=price,
+                volume=self._volume.get(key, (0, None))[1],
+                funding_rate=self._funding.get(key, (0, None))[1],
+            )
+            for key, (_, price, iid) in sorted(self._price.items())
+        ]
