@@ -1,0 +1,146 @@
+"""Shared fixtures: a real embedded PostgreSQL and a real local Ray cluster, one each per
+test session, started by the same code as ``botmain up``. Nothing here touches
+``../shared``; data comes from ``data/sample/``."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import asyncpg
+import pytest
+import yaml
+
+from cluster.config import BotmainConfig, load_config
+from cluster.store.embedded import EmbeddedPostgres
+from cluster.store.migrations import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+_db_counter = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> EmbeddedPostgres:
+    """One embedded PostgreSQL 16 for the session, in a throwaway directory."""
+    base = Path(tempfile.mkdtemp(prefix="botmain-pg-"))
+    server = EmbeddedPostgres(base / "pg", port=free_port(), database="botmain_test", settings={"fsync": "off"})
+    server.start()
+    yield server
+    server.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _dsn_for(server: EmbeddedPostgres, database: str) -> str:
+    return f"postgresql://postgres@{server.host}:{server.port}/{database}"
+
+
+async def _create_database(server: EmbeddedPostgres, name: str, migrated: bool) -> str:
+    admin = await asyncpg.connect(_dsn_for(server, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = _dsn_for(server, name)
+    if migrated:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+    return dsn
+
+
+@pytest.fixture
+def empty_dsn(pg_server: EmbeddedPostgres) -> str:
+    """A new, empty database (no migrations) on the session server."""
+    return asyncio.run(_create_database(pg_server, f"t{os.getpid()}_{next(_db_counter)}", migrated=False))
+
+
+@pytest.fixture
+def dsn(pg_server: EmbeddedPostgres) -> str:
+    """A new database with every migration applied."""
+    return asyncio.run(_create_database(pg_server, f"t{os.getpid()}_{next(_db_counter)}", migrated=True))
+
+
+def write_config_dir(target: Path, **overrides: dict) -> Path:
+    """Copy ``configs/`` to ``target`` and merge ``overrides`` (file name -> dict)."""
+    shutil.copytree(ROOT / "configs", target)
+    for name, patch in overrides.items():
+        path = target / f"{name}.yaml"
+        data = yaml.safe_load(path.read_text()) or {}
+        _deep_merge(data, patch)
+        path.write_text(yaml.safe_dump(data))
+    return target
+
+
+def _deep_merge(base: dict, patch: dict) -> None:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@pytest.fixture
+def config(tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch) -> BotmainConfig:
+    """The shipped configuration, with the store at a fresh test database (through
+    ``BOTMAIN_PG_DSN``, the external-server path) and the lake in a temp dir."""
+    directory = write_config_dir(tmp_path / "configs", store={"lake": {"root": str(tmp_path / "lake")}})
+    monkeypatch.setenv("BOTMAIN_PG_DSN", dsn)
+    monkeypatch.setenv("BOTMAIN_CONFIG_DIR", str(directory))
+    return load_config(directory)
+
+
+@pytest.fixture(scope="session")
+def session_config_dir(pg_server: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A configuration for the session cluster: the store is the session's embedded
+    server (no BOTMAIN_PG_DSN), the lake a temp dir, the Ray head on free ports."""
+    base = tmp_path_factory.mktemp("session")
+    return write_config_dir(
+        base / "configs",
+        store={
+            "postgres": {
+                "embedded": {
+                    "data_dir": str(pg_server.data_dir),
+                    "port": pg_server.port,
+                    "database": pg_server.database,
+                }
+            },
+            "lake": {"root": str(base / "lake")},
+        },
+        cluster={
+            "head": {
+                "port": free_port(),
+                "dashboard_port": free_port(),
+                "client_server_port": free_port(),
+                "num_cpus": 2,
+                "temp_dir": tempfile.mkdtemp(prefix="btr-"),
+            }
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def ray_head(session_config_dir: Path) -> BotmainConfig:
+    """A real local Ray head (GCS, raylet, dashboard, job API) with token auth on, started
+    by ``cluster.runtime.start_head`` (what ``botmain up`` runs) on free ports, its
+    processes seeing the session configuration; stopped at the end of the session."""
+    from cluster import runtime
+
+    config = load_config(session_config_dir)
+    runtime.start_head(config.cluster, env={"BOTMAIN_CONFIG_DIR": str(session_config_dir), "BOTMAIN_PG_DSN": ""})
+    yield config
+    runtime.stop_head(config.cluster)
+    shutil.rmtree(config.cluster.head.temp_dir, ignore_errors=True)
