@@ -177,14 +177,17 @@ class L2Book:
 
     def average_fill_price(self, side: Side, size: float) -> float | None:
         """Volume-weighted price of taking ``size`` from the book, or None if too thin."""
+        if not size > 0:
+            raise ValueError(f"size must be positive, got {size!r}")
         levels = self.asks if side is Side.BUY else self.bids
         remaining, cost = size, 0.0
+        tolerance = 1e-9 * size  # float error from summing level sizes
         for price, level_size in levels:
             take = min(remaining, level_size)
             cost += take * price
             remaining -= take
-            if remaining <= 1e-15:
-                return cost / size
+            if remaining <= tolerance:
+                return cost / (size - remaining)
         return None
 
 
@@ -357,6 +360,11 @@ class Order:
         self._move(OrderStatus.SUBMITTED)
 
     def accept(self, venue_order_id: str | None = None) -> None:
+        """The venue acknowledged the order. An acknowledgement that arrives after a fill
+        (venues do not order the two) only records the venue's id."""
+        if self.status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED):
+            self.venue_order_id = venue_order_id or self.venue_order_id
+            return
         self._move(OrderStatus.OPEN)
         self.venue_order_id = venue_order_id or self.venue_order_id
 
@@ -381,12 +389,13 @@ class Order:
                 f"order {self.order_id}: fill of {fill.size} exceeds remaining {self.remaining}"
             )
         total = self.filled_size + fill.size
+        done = self.intent.size - total <= 1e-12
+        target = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
+        self._move(target)  # checked before anything changes: a refused fill leaves no trace
         self.avg_fill_price = (self.avg_fill_price * self.filled_size + fill.price * fill.size) / total
         self.filled_size = total
         self.fees += fill.fee
         self.fills.append(fill)
-        done = self.remaining <= 1e-12
-        self._move(OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED)
 
 
 @dataclass(slots=True)

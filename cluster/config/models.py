@@ -212,7 +212,9 @@ class RiskConfig(Strict):
         overrides = self.strategies.get(strategy)
         if overrides is None:
             return self.defaults
-        return self.defaults.model_copy(update=overrides.model_dump(exclude_none=True))
+        # exclude_unset, not exclude_none: `dynamic_stop: null` switches the stop off.
+        merged = {**self.defaults.model_dump(), **overrides.model_dump(exclude_unset=True)}
+        return RiskLimits.model_validate(merged)
 
 
 # --- serve.yaml ---------------------------------------------------------------------

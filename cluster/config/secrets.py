@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -55,14 +55,20 @@ def read_secret(name: str, environ: dict[str, str] | None = None) -> SecretStr |
 
 
 def mask_dsn(dsn: str) -> str:
-    """A DSN fit for logs: the password (if any) replaced by ``***``."""
+    """A DSN fit for logs: a password, in the user part or the query, becomes ``***``."""
     try:
         parts = urlsplit(dsn)
+        port = parts.port
     except ValueError:
         return "<unparseable DSN>"
-    if parts.password is None:
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(k.lower() == "password" for k, _ in pairs):
         return dsn
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # IPv6 keeps its brackets
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{port}" if port else "")
+    query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*/")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
