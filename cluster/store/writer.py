@@ -25,7 +25,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import asyncpg
 
@@ -34,6 +34,7 @@ from cluster.store import binary_copy
 from cluster.store.connection import connect, is_transient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreUnavailable(RuntimeError):
@@ -94,33 +95,47 @@ class StoreWriter:
     async def write(self, batch: Batch) -> WriteResult:
         if len(batch) == 0:
             return WriteResult(batch.batch_id, batch.table, 0, 0, False)
+        encoded: list[bytes] = []
+
+        async def attempt(conn: asyncpg.Connection) -> WriteResult:
+            if not encoded:
+                encoded.append(await self._encode(conn, batch))
+            return await self._write_once(conn, batch, encoded[0])
+
+        result = await self._with_reconnect(attempt, f"writing batch {batch.batch_id} to {batch.table}")
+        if self._after_commit is not None:
+            self._after_commit(result)
+        return result
+
+    async def run(self, operation: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
+        """Run an idempotent operation (an upsert, say) in a transaction, reconnecting and
+        retrying it like a batch if the connection is lost."""
+
+        async def attempt(conn: asyncpg.Connection) -> T:
+            async with conn.transaction():
+                return await operation(conn)
+
+        return await self._with_reconnect(attempt, what)
+
+    async def _with_reconnect(self, attempt: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
         deadline = time.monotonic() + self._reconnect.deadline_s
         backoff = self._reconnect.initial_backoff_s
-        payload: bytes | None = None
         while True:
             try:
-                conn = await self._connection()
-                if payload is None:
-                    payload = await self._encode(conn, batch)
-                result = await self._write_once(conn, batch, payload)
-                break
+                return await attempt(await self._connection())
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 await self._discard_connection()
                 if time.monotonic() + backoff > deadline:
                     raise StoreUnavailable(
-                        f"PostgreSQL unreachable for {self._reconnect.deadline_s:.0f}s while writing batch "
-                        f"{batch.batch_id} to {batch.table} ({type(exc).__name__}: {exc}); "
-                        "the batch was not stored and can be re-sent"
+                        f"PostgreSQL unreachable for {self._reconnect.deadline_s:.0f}s while {what} "
+                        f"({type(exc).__name__}: {exc}); it was not stored and can be re-sent"
                     ) from exc
-                log.warning("store connection lost (%s); retrying batch %s in %.1fs", exc, batch.batch_id, backoff)
+                log.warning("store connection lost (%s); retrying %s in %.1fs", exc, what, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._reconnect.max_backoff_s)
                 self.reconnects += 1
-        if self._after_commit is not None:
-            self._after_commit(result)
-        return result
 
     async def _write_once(self, conn: asyncpg.Connection, batch: Batch, payload: bytes) -> WriteResult:
         columns = list(batch.columns)

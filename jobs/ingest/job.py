@@ -18,9 +18,9 @@ from tqdm import tqdm
 
 from cluster.config import BotmainConfig
 from cluster.lake import Lake
-from cluster.store.connection import connect, prepare_store, resolve_dsn
+from cluster.store.connection import prepare_store, resolve_dsn
 from cluster.store.reference import PairSummary, upsert_instruments, upsert_trading_pairs, upsert_venues
-from cluster.store.writer import StoreWriter, WriteResult
+from cluster.store.writer import StoreWriter
 from jobs.ingest import to_store
 from jobs.ingest.formats import SUFFIXES, read_file
 from jobs.ingest.naming import InstrumentResolver
@@ -103,75 +103,79 @@ async def ingest(
     snapshot_depth: int = to_store.BOOK_SNAPSHOT_DEPTH,
     progress: bool | None = None,
 ) -> IngestReport:
-    files = expand_paths(paths)
-    report = IngestReport()
-    dsn = resolve_dsn(config)
-    await prepare_store(dsn)
-    lake = Lake(config.lake_root)
+    """Ingest ``paths``; ``progress`` None shows a bar only on a terminal."""
     resolver = InstrumentResolver(config)
     if venue is not None:
         resolver.check_venue(venue)
-    pairs = _PairTracker()
-    conn = await connect(dsn)
-    bar: tqdm | None = None
-
-    def advance(result: WriteResult) -> None:
-        if bar is not None:
-            bar.update(result.rows)
-
-    try:
-        await upsert_venues(conn, [config.venue(name) for name in config.venues.venues])
-        async with StoreWriter(
-            dsn,
-            config.store.postgres.reconnect,
-            command_timeout=config.store.postgres.command_timeout_s,
-            after_commit=advance,
-        ) as writer:
-            for path in files:
-                file_report = FileReport(str(path))
-                report.files.append(file_report)
-                try:
-                    parsed = read_file(path, resolver, venue)
-                except IngestFileError as exc:
-                    file_report.error = exc.reason
-                    log.error("refused %s", exc)
-                    continue
-                file_report.notes.extend(parsed.notes)
-                sha = file_sha256(path)
-                ids = await upsert_instruments(conn, [s.instrument for s in parsed.series])
-                bar = tqdm(
-                    total=sum(s.rows for s in parsed.series),
-                    desc=path.name[:40],
-                    unit="rows",
-                    disable=None if progress is None else not progress,  # None: only on a terminal
-                    leave=False,
-                )
-                try:
-                    for series in parsed.series:
-                        file_report.series.append((series.kind, series.instrument.key, series.rows))
-                        file_report.lake_new += lake.write(
-                            series.kind, series.instrument.venue, series.instrument.symbol, series.table
-                        )
-                        for batch in to_store.batches(
-                            series,
-                            ids[series.instrument.key],
-                            sha,
-                            config.store.postgres.copy_batch_rows,
-                            int(snapshot_interval_s * 1e9),
-                            snapshot_depth,
-                        ):
-                            result = await writer.write(batch)
-                            file_report.store_rows += result.rows
-                            file_report.store_new += result.inserted
-                        pairs.observe(series, ids[series.instrument.key])
-                finally:
-                    bar.close()
-                    bar = None
-        await upsert_trading_pairs(conn, pairs.summaries())
-    finally:
-        await conn.close()
+    dsn = resolve_dsn(config)
+    await prepare_store(dsn)
+    report = IngestReport()
+    run = _IngestRun(config, resolver, venue, int(snapshot_interval_s * 1e9), snapshot_depth, progress)
+    async with StoreWriter(
+        dsn, config.store.postgres.reconnect, command_timeout=config.store.postgres.command_timeout_s
+    ) as writer:
+        venues = [config.venue(name) for name in config.venues.venues]
+        await writer.run(lambda conn: upsert_venues(conn, venues), "registering venues")
+        for path in expand_paths(paths):
+            report.files.append(await run.ingest_file(path, writer))
+        summaries = run.pairs.summaries()
+        await writer.run(lambda conn: upsert_trading_pairs(conn, summaries), "updating trading_pairs")
     report.unlisted_instruments = sorted(resolver.unlisted)
     return report
+
+
+class _IngestRun:
+    def __init__(
+        self,
+        config: BotmainConfig,
+        resolver: InstrumentResolver,
+        venue: str | None,
+        snapshot_interval_ns: int,
+        snapshot_depth: int,
+        progress: bool | None,
+    ) -> None:
+        self.config = config
+        self.lake = Lake(config.lake_root)
+        self.resolver = resolver
+        self.venue = venue
+        self.snapshot_interval_ns = snapshot_interval_ns
+        self.snapshot_depth = snapshot_depth
+        self.progress = progress
+        self.pairs = _PairTracker()
+
+    async def ingest_file(self, path: Path, writer: StoreWriter) -> FileReport:
+        report = FileReport(str(path))
+        try:
+            parsed = read_file(path, self.resolver, self.venue)
+        except IngestFileError as exc:
+            report.error = exc.reason
+            log.error("refused %s", exc)
+            return report
+        report.notes.extend(parsed.notes)
+        sha = file_sha256(path)
+        instruments = [s.instrument for s in parsed.series]
+        ids = await writer.run(lambda conn: upsert_instruments(conn, instruments), "registering instruments")
+        disable = None if self.progress is None else not self.progress
+        with tqdm(total=sum(s.rows for s in parsed.series), desc=path.name[:40], unit="rows", disable=disable, leave=False) as bar:
+            for series in parsed.series:
+                iid = ids[series.instrument.key]
+                report.series.append((series.kind, series.instrument.key, series.rows))
+                report.lake_new += self.lake.write(
+                    series.kind, series.instrument.venue, series.instrument.symbol, series.table
+                )
+                mapped = to_store.store_rows(series, self.snapshot_interval_ns, self.snapshot_depth)
+                if mapped is not None:
+                    table, rows, tag = mapped
+                    batch_rows = self.config.store.postgres.copy_batch_rows
+                    for batch in to_store.batches(series, rows, table, tag, iid, sha, batch_rows):
+                        result = await writer.write(batch)
+                        report.store_rows += result.rows
+                        report.store_new += result.inserted
+                        bar.update(series.rows * result.rows / max(rows.num_rows, 1))
+                else:
+                    bar.update(series.rows)
+                self.pairs.observe(series, iid)
+        return report
 
 
 class _PairTracker:

@@ -39,16 +39,14 @@ def store_rows(series: Series, snapshot_interval_ns: int, snapshot_depth: int) -
 
 def batches(
     series: Series,
+    rows: pa.Table,
+    table: str,
+    tag: str,
     instrument_id: int,
     source_sha256: str,
     batch_rows: int,
-    snapshot_interval_ns: int = BOOK_SNAPSHOT_INTERVAL_NS,
-    snapshot_depth: int = BOOK_SNAPSHOT_DEPTH,
 ) -> Iterator[Batch]:
-    mapped = store_rows(series, snapshot_interval_ns, snapshot_depth)
-    if mapped is None:
-        return
-    table, rows, tag = mapped
+    """``rows`` (from ``store_rows``) cut into batches of ``batch_rows``."""
     for chunk_no, start in enumerate(range(0, rows.num_rows, batch_rows)):
         chunk = rows.slice(start, batch_rows)
         columns: dict[str, object] = {"instrument_id": np.full(chunk.num_rows, instrument_id, np.int32)}
@@ -56,13 +54,9 @@ def batches(
             columns["interval_s"] = np.full(chunk.num_rows, series.interval_s, np.int32)
         for name in chunk.column_names:
             col = chunk[name]
-            if pa.types.is_timestamp(col.type):
-                columns[name] = col.to_numpy()
-            elif pa.types.is_list(col.type) or pa.types.is_string(col.type):
+            if pa.types.is_list(col.type) or pa.types.is_string(col.type):
                 columns[name] = col.to_pylist()
             else:
                 columns[name] = col.to_numpy()
-        batch_id = (
-            f"{source_sha256[:24]}/{table}/{series.instrument.key}/{tag}/{batch_rows}/{chunk_no}"
-        )
+        batch_id = f"{source_sha256[:24]}/{table}/{series.instrument.key}/{tag}/{batch_rows}/{chunk_no}"
         yield Batch(table, columns, batch_id)
