@@ -1,0 +1,210 @@
+"""Ingest throughput into PostgreSQL: ours beside raw asyncpg COPY, same rows, same run.
+
+Rows: the sample's SOLUSDT perp 1m bars and the store rows of its three L2 recordings
+(top-of-book quotes, trades, 1 s book snapshots with 20 levels per side).
+
+* ours: from the parsed series to committed rows, the way ``botmain ingest`` writes them:
+  mapping to store columns, column-wise binary COPY encoding, the exactly-once
+  ``StoreWriter`` (ledger lookup, COPY, ledger row, one transaction per batch);
+* raw: ``asyncpg.copy_records_to_table`` of the same rows, already built as Python
+  tuples before the clock starts (so the reference pays no conversion cost at all),
+  one transaction per table.
+
+Both write into freshly truncated tables of one embedded PostgreSQL 16 started for the
+run with Botmain's default settings; each measurement is repeated and the best kept.
+Also printed: file parsing and the whole ``ingest`` (parse + lake + store), for context.
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cluster.config import load_config  # noqa: E402
+from cluster.store.embedded import EmbeddedPostgres  # noqa: E402
+from cluster.store.migrations import migrate  # noqa: E402
+from cluster.store.reference import upsert_instruments, upsert_venues  # noqa: E402
+from cluster.store.writer import StoreWriter  # noqa: E402
+from jobs.ingest import to_store  # noqa: E402
+from jobs.ingest.formats import read_file  # noqa: E402
+from jobs.ingest.job import ingest  # noqa: E402
+from jobs.ingest.naming import InstrumentResolver  # noqa: E402
+
+SAMPLE = ROOT / "data" / "sample"
+FILES = [
+    SAMPLE / "binance" / "futures" / "SOL_USDT_USDT-1m-futures.feather",
+    SAMPLE / "hftbacktest" / "usdm" / "btcusdt_20240808.gz",
+    SAMPLE / "hftbacktest" / "spot" / "btcusdt_20240808.gz",
+    SAMPLE / "hftbacktest" / "hyperliquid" / "btcusd_20250126.gz",
+]
+TABLES = ("bars", "quotes", "market_trades", "book_snapshots")
+REPEATS = 3
+BATCH_ROWS = 100_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse(config):
+    resolver = InstrumentResolver(config)
+    start = time.perf_counter()
+    parsed = [(path, read_file(path, resolver)) for path in FILES]
+    seconds = time.perf_counter() - start
+    rows = sum(s.rows for _, p in parsed for s in p.series)
+    return parsed, rows, seconds
+
+
+def store_batches(parsed, ids):
+    """Everything ours sends, as (series, table, rows, tag, instrument id, sha)."""
+    out = []
+    for path, p in parsed:
+        for series in p.series:
+            mapped = to_store.store_rows(series, to_store.BOOK_SNAPSHOT_INTERVAL_NS, to_store.BOOK_SNAPSHOT_DEPTH)
+            if mapped is not None:
+                table, rows, tag = mapped
+                out.append((series, table, rows, tag, ids[series.instrument.key], path.name))
+    return out
+
+
+def as_records(plan):
+    """The same rows as Python tuples with tz-aware datetimes, for copy_records_to_table."""
+    records: dict[str, tuple[list[str], list[tuple]]] = {}
+    for series, table, rows, _, iid, _ in plan:
+        columns = ["instrument_id"] + (["interval_s"] if table == "bars" else []) + rows.column_names
+        values = []
+        for name in rows.column_names:
+            col = rows[name]
+            if name == "ts":
+                ns = col.to_numpy().astype("datetime64[ns]").astype(np.int64)
+                values.append([dt.datetime.fromtimestamp(x // 1000 / 1e6, dt.timezone.utc) for x in ns.tolist()])
+            else:
+                values.append(col.to_pylist())
+        n = rows.num_rows
+        prefix = [[iid] * n] + ([[series.interval_s] * n] if table == "bars" else [])
+        recs = list(zip(*prefix, *values))
+        cols, existing = records.setdefault(table, (columns, []))
+        existing.extend(recs)
+    return records
+
+
+async def truncate(dsn):
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"TRUNCATE {', '.join(TABLES)}, write_batches")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+async def ours(dsn, plan) -> dict[str, float]:
+    await truncate(dsn)
+    per_table: dict[str, float] = {t: 0.0 for t in TABLES}
+    async with StoreWriter(dsn) as writer:
+        await writer._connection()  # connect outside the clock, as the raw side does
+        for series, table, rows, tag, iid, name in plan:
+            start = time.perf_counter()
+            for batch in to_store.batches(series, rows, table, tag, iid, name, BATCH_ROWS):
+                await writer.write(batch)
+            per_table[table] += time.perf_counter() - start
+    return per_table
+
+
+async def raw(dsn, records) -> dict[str, float]:
+    await truncate(dsn)
+    per_table: dict[str, float] = {}
+    conn = await asyncpg.connect(dsn)
+    try:
+        for table, (columns, recs) in records.items():
+            start = time.perf_counter()
+            async with conn.transaction():
+                await conn.copy_records_to_table(table, records=recs, columns=columns)
+            per_table[table] = time.perf_counter() - start
+    finally:
+        await conn.close()
+    return per_table
+
+
+async def main() -> None:
+    config = load_config()
+    parsed, parsed_rows, parse_s = parse(config)
+    work = Path(tempfile.mkdtemp(prefix="botmain-bench-"))
+    server = EmbeddedPostgres(work / "pg", port=free_port(), database="bench")
+    dsn = server.start()
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+            await upsert_venues(conn, [config.venue(v) for v in config.venues.venues])
+            ids = await upsert_instruments(conn, [s.instrument for _, p in parsed for s in p.series])
+        finally:
+            await conn.close()
+        plan = store_batches(parsed, ids)
+        records = as_records(plan)
+        counts = {t: len(records[t][1]) for t in TABLES}
+
+        best_ours = {t: float("inf") for t in TABLES}
+        best_raw = {t: float("inf") for t in TABLES}
+        for _ in range(REPEATS):  # alternate, so neither side owns a warmer server
+            for t, s in (await raw(dsn, records)).items():
+                best_raw[t] = min(best_raw[t], s)
+            for t, s in (await ours(dsn, plan)).items():
+                best_ours[t] = min(best_ours[t], s)
+
+        # Whole ingest for context: parse + lake + store, into an empty database and lake.
+        await truncate(dsn)
+        import os
+
+        os.environ["BOTMAIN_PG_DSN"] = dsn
+        whole_cfg = load_config()
+        object.__setattr__(whole_cfg.store.lake, "root", str(work / "lake"))
+        start = time.perf_counter()
+        report = await ingest(FILES, whole_cfg, progress=False)
+        whole_s = time.perf_counter() - start
+        whole_rows = sum(f.rows_read for f in report.files)
+    finally:
+        server.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+    figures: dict[str, float] = {}
+    print(f"{'table':<16} {'rows':>9} {'ours rows/s':>13} {'raw COPY rows/s':>16} {'ours/raw':>9}")
+    for t in TABLES:
+        o, r = counts[t] / best_ours[t], counts[t] / best_raw[t]
+        figures |= {f"{t}_rows": counts[t], f"{t}_ours_rows_per_s": round(o), f"{t}_raw_rows_per_s": round(r), f"{t}_ratio": round(o / r, 3)}
+        print(f"{t:<16} {counts[t]:>9,} {o:>13,.0f} {r:>16,.0f} {o / r:>9.2f}")
+    total = sum(counts.values())
+    o_total, r_total = total / sum(best_ours.values()), total / sum(best_raw.values())
+    print(f"{'all':<16} {total:>9,} {o_total:>13,.0f} {r_total:>16,.0f} {o_total / r_total:>9.2f}   (target >= 0.80)")
+    print()
+    print(f"parse {len(FILES)} files      {parsed_rows:>9,} rows read   {parsed_rows / parse_s:>12,.0f} rows/s")
+    print(f"whole ingest       {whole_rows:>9,} rows read   {whole_rows / whole_s:>12,.0f} rows/s (parse + lake + store)")
+    figures |= {
+        "total_rows": total,
+        "ours_rows_per_s": round(o_total),
+        "raw_copy_rows_per_s": round(r_total),
+        "ratio": round(o_total / r_total, 3),
+        "parse_rows_per_s": round(parsed_rows / parse_s),
+        "whole_ingest_rows_per_s": round(whole_rows / whole_s),
+        "repeats": REPEATS,
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
