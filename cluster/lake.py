@@ -163,10 +163,13 @@ class Lake:
                 return 0
             merged = merged.sort_by([(k, "ascending") for k in ("ts", *[c for c in key if c != "ts"])])
             tmp = directory / f".{_PART}.{uuid.uuid4().hex}.tmp"
-            pq.write_table(merged, tmp, compression="zstd")
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            try:
+                pq.write_table(merged, tmp, compression="zstd")
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)  # a failed write leaves neither a torn file nor litter
         return merged.num_rows - old_rows
 
     def read(
@@ -185,9 +188,9 @@ class Lake:
         dataset = ds.dataset(base, format="parquet", partitioning="hive", schema=schema.append(pa.field("date", pa.string())))
         expr = None
         if start is not None:
-            expr = pc.field("ts") >= pa.scalar(np.datetime64(start, "ns"), type=TS)
+            expr = pc.field("ts") >= pa.scalar(np.datetime64(start, "ns")).cast(TS)
         if end is not None:
-            cond = pc.field("ts") < pa.scalar(np.datetime64(end, "ns"), type=TS)
+            cond = pc.field("ts") < pa.scalar(np.datetime64(end, "ns")).cast(TS)
             expr = cond if expr is None else expr & cond
         table = dataset.to_table(filter=expr, columns=schema.names)
         return table.sort_by("ts")
@@ -229,7 +232,7 @@ def conform(table: pa.Table, schema: pa.Schema, kind: str) -> pa.Table:
 def _dedupe(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     indexed = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     first = indexed.group_by(list(key), use_threads=False).aggregate([("__row", "min")])["__row_min"]
-    return table.take(pc.sort_indices(first))
+    return table.take(pc.take(first, pc.sort_indices(first)))  # first row of each key, in order
 
 
 @contextmanager

@@ -6,8 +6,8 @@ One message per line: ``<local receive time, epoch ns> <JSON>``; channels ``l2Bo
 ``{coin, side: B|A, px, sz, time, tid, hash, users}``; side B means the buyer took).
 
 Each l2Book message is a snapshot, so it becomes a snapshot group in ``book_updates``
-and a top-of-book row in ``quotes``. The websocket redelivers messages (the sample has
-each trades message twice): rows are de-duplicated by ``tid`` and by book time.
+and a top-of-book row in ``quotes``. The websocket can redeliver a message (the sample
+repeats one l2Book message): trades are de-duplicated by ``tid``, books by their time.
 Coins are perpetuals (Hyperliquid's main book), quoted in USD(C).
 """
 
