@@ -52,7 +52,7 @@ FILES = [
     SAMPLE / "hftbacktest" / "hyperliquid" / "btcusd_20250126.gz",
 ]
 TABLES = ("bars", "quotes", "market_trades", "book_snapshots")
-REPEATS = 3
+REPEATS = 5
 BATCH_ROWS = 100_000
 
 

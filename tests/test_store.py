@@ -239,6 +239,16 @@ def test_binary_copy_fast_and_general_paths_store_the_same_values(dsn):
 _BAR_TYPES = ["int4", "int4", "timestamptz", "float8", "float8", "float8", "float8", "float8"]
 
 
+def test_arrow_strings_encode_exactly_like_python_strings():
+    import pyarrow as pa
+
+    values = ["5266583935", None, "ünïcødé", "", "x" * 300]
+    chunked = pa.chunked_array([pa.array(["skip"] + values[:2]).slice(1), pa.array(values[2:])])
+    from_arrow = binary_copy.encode([("n", "int4", np.arange(5)), ("t", "text", chunked)])
+    from_python = binary_copy.encode([("n", "int4", np.arange(5)), ("t", "text", values)])
+    assert from_arrow == from_python
+
+
 def test_binary_copy_rejects_bad_columns():
     with pytest.raises(binary_copy.CopyEncodeError, match="column 'b'.*2 values, expected 3"):
         binary_copy.encode([("a", "int4", [1, 2, 3]), ("b", "int4", [1, 2])])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -46,14 +47,14 @@ class CopyEncodeError(ValueError):
 @dataclass
 class _Encoded:
     null: np.ndarray  # bool[N]
-    fixed: np.ndarray | None = None  # big-endian values[N] for fixed-width types
-    payloads: list[bytes | None] | None = None  # per-row bytes for variable-width types
+    fixed: np.ndarray | None = None  # big-endian values[N], for fixed-width types
+    var_lengths: np.ndarray | None = None  # int64[N] byte lengths (0 where null), variable-width types
+    var_blob: bytes = b""  # the non-null values' bytes, concatenated in row order
 
     def lengths(self) -> np.ndarray:
-        if self.fixed is not None:
-            lens = np.full(len(self.null), self.fixed.dtype.itemsize, dtype=np.int64)
-        else:
-            lens = np.fromiter((len(p) if p is not None else 0 for p in self.payloads), np.int64, len(self.null))
+        if self.fixed is None:
+            return self.var_lengths
+        lens = np.full(len(self.null), self.fixed.dtype.itemsize, dtype=np.int64)
         lens[self.null] = 0
         return lens
 
@@ -105,12 +106,10 @@ def _pack_general(encoded: list[_Encoded], n: int) -> bytes:
         present = ~e.null
         if e.fixed is not None:
             _scatter(out, data_at[present], e.fixed[present])
-        else:
-            blob = b"".join(p for p, missing in zip(e.payloads, e.null) if not missing)
-            if blob:
-                plen = length[present]
-                offsets = np.repeat(data_at[present] - (np.cumsum(plen) - plen), plen)
-                out[offsets + np.arange(len(blob))] = np.frombuffer(blob, dtype=np.uint8)
+        elif e.var_blob:
+            plen = length[present]
+            offsets = np.repeat(data_at[present] - (np.cumsum(plen) - plen), plen)
+            out[offsets + np.arange(len(e.var_blob))] = np.frombuffer(e.var_blob, dtype=np.uint8)
         cursor = data_at + length
     return out.tobytes()
 
@@ -127,6 +126,8 @@ def _encode_column(pg_type: str, values: Any) -> _Encoded:
     if pg_type in _FIXED:
         return _encode_number(pg_type, values)
     if pg_type in ("text", "varchar", "bpchar"):
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            return _encode_arrow_strings(values)
         return _encode_payloads(values, lambda v: str(v).encode())
     if pg_type == "jsonb":
         return _encode_payloads(values, lambda v: b"\x01" + (v if isinstance(v, str) else json.dumps(v)).encode())
@@ -171,12 +172,33 @@ def _encode_number(pg_type: str, values: Any) -> _Encoded:
 
 
 def _encode_payloads(values: Any, to_bytes: Any) -> _Encoded:
-    payloads: list[bytes | None] = []
-    for v in values:
-        missing = v is None or (isinstance(v, float) and np.isnan(v))
-        payloads.append(None if missing else to_bytes(v))
-    null = np.fromiter((p is None for p in payloads), bool, len(payloads))
-    return _Encoded(null=null, payloads=payloads)
+    payloads: list[bytes] = []
+    null = np.zeros(len(values), dtype=bool)
+    lengths = np.zeros(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            null[i] = True
+            continue
+        payload = to_bytes(v)
+        payloads.append(payload)
+        lengths[i] = len(payload)
+    return _Encoded(null=null, var_lengths=lengths, var_blob=b"".join(payloads))
+
+
+def _encode_arrow_strings(values: pa.Array | pa.ChunkedArray) -> _Encoded:
+    """Arrow already stores strings as UTF-8 bytes plus offsets: the COPY payload as is."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    if not pa.types.is_string(arr.type):
+        raise TypeError(f"expected an Arrow string array, got {arr.type}")
+    null = arr.is_null().to_numpy(zero_copy_only=False)
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    lengths = np.diff(offsets).astype(np.int64)
+    lengths[null] = 0
+    blob = data_buf.to_pybytes()[offsets[0] : offsets[-1]] if data_buf is not None else b""
+    return _Encoded(null=null, var_lengths=lengths, var_blob=blob)
 
 
 def _float8_array(values: Any) -> bytes:

@@ -54,7 +54,9 @@ def batches(
             columns["interval_s"] = np.full(chunk.num_rows, series.interval_s, np.int32)
         for name in chunk.column_names:
             col = chunk[name]
-            if pa.types.is_list(col.type) or pa.types.is_string(col.type):
+            if pa.types.is_string(col.type):
+                columns[name] = col  # the encoder reads Arrow's UTF-8 buffers directly
+            elif pa.types.is_list(col.type):
                 columns[name] = col.to_pylist()
             else:
                 columns[name] = col.to_numpy()

@@ -20,9 +20,6 @@ carry none, so their ``ts`` is the local receive time.
 
 from __future__ import annotations
 
-import gzip
-import json
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from cluster.domain import MarketKind
+from jobs.ingest.formats.recording import first_message, messages
 from jobs.ingest.naming import InstrumentResolver, split_pair
 from jobs.ingest.series import IngestFileError, ParsedFile, Series
 
@@ -38,16 +36,7 @@ TS = pa.timestamp("ns", tz="UTC")
 
 
 def matches(path: Path) -> bool:
-    return path.suffix == ".gz" and _first_message(path).startswith(('{"stream"', '{"lastUpdateId"'))
-
-
-def _first_message(path: Path) -> str:
-    try:
-        with gzip.open(path, "rt") as handle:
-            line = handle.readline()
-    except (OSError, EOFError, zlib.error):
-        return ""
-    return line.split(" ", 1)[1] if " " in line else ""
+    return path.suffix == ".gz" and first_message(path).startswith((b'{"stream"', b'{"lastUpdateId"'))
 
 
 @dataclass
@@ -122,9 +111,11 @@ class _Book:
 
 
 def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> ParsedFile:
-    messages = _parse(path)
+    recorded = list(messages(path))
     futures = any(
-        "data" in m and m["data"].get("e") == "depthUpdate" and "pu" in m["data"] for _, m in messages
+        isinstance(m, dict) and isinstance(m.get("data"), dict) and m["data"].get("e") == "depthUpdate"
+        and "pu" in m["data"]
+        for _, _, m in recorded
     )
     venue = venue or ("binanceusdm" if futures else "binance")
     books: dict[str, _Book] = {}
@@ -133,7 +124,9 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
     unplaced_snapshots: list[tuple[int, dict]] = []
     unknown_streams = 0
 
-    for line_no, (recv, msg) in enumerate(messages, start=1):
+    for line_no, recv, msg in recorded:
+        if not isinstance(msg, dict):
+            raise IngestFileError(path, f"line {line_no}: expected a JSON object")
         if "lastUpdateId" in msg:
             # A REST snapshot names no symbol; it belongs to the recording's depth stream.
             unplaced_snapshots.append((recv, msg))
@@ -205,25 +198,6 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
         if symbol in trades:
             out.append(Series("trades", instrument, _table(trades[symbol], ("ts", "ts_recv"))))
     return ParsedFile(out, notes)
-
-
-def _parse(path: Path) -> list[tuple[int, dict]]:
-    out = []
-    try:
-        with gzip.open(path, "rt") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                stamp, _, payload = line.partition(" ")
-                try:
-                    out.append((int(stamp), json.loads(payload)))
-                except ValueError:
-                    raise IngestFileError(
-                        path, f"line {line_no}: expected '<receive time ns> <JSON>', got {line[:60]!r}"
-                    ) from None
-    except (OSError, EOFError, zlib.error) as exc:
-        raise IngestFileError(path, f"not a readable gzip file ({exc})") from None
-    return out
 
 
 def _table(columns: dict[str, list], ts_columns: tuple[str, ...]) -> pa.Table:

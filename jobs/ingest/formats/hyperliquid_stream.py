@@ -13,15 +13,13 @@ Coins are perpetuals (Hyperliquid's main book), quoted in USD(C).
 
 from __future__ import annotations
 
-import gzip
-import json
-import zlib
 from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
 
 from cluster.domain import MarketKind
+from jobs.ingest.formats.recording import first_message, messages
 from jobs.ingest.naming import InstrumentResolver
 from jobs.ingest.series import IngestFileError, ParsedFile, Series
 
@@ -30,14 +28,7 @@ TS = pa.timestamp("ns", tz="UTC")
 
 
 def matches(path: Path) -> bool:
-    if path.suffix != ".gz":
-        return False
-    try:
-        with gzip.open(path, "rt") as handle:
-            line = handle.readline()
-    except (OSError, EOFError, zlib.error):
-        return False
-    return '{"channel":' in line
+    return path.suffix == ".gz" and first_message(path).startswith(b'{"channel":')
 
 
 def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> ParsedFile:
@@ -48,19 +39,8 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
     seen_books: set[tuple[str, int]] = set()
     seen_trades: set[tuple[str, int]] = set()
     duplicates = 0
-    try:
-        handle = gzip.open(path, "rt")
-        lines = list(enumerate(handle, start=1))
-        handle.close()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise IngestFileError(path, f"not a readable gzip file ({exc})") from None
-    for line_no, line in lines:
-        if not line.strip():
-            continue
-        stamp, _, payload = line.partition(" ")
+    for line_no, recv, msg in messages(path):
         try:
-            recv = int(stamp)
-            msg = json.loads(payload)
             channel, data = msg["channel"], msg["data"]
             if channel == "l2Book":
                 coin, time_ms = data["coin"], int(data["time"])
