@@ -183,7 +183,7 @@ def status(as_json: bool) -> None:
 @click.option("--venue", help="venue for files whose name or folder does not say (must be in venues.yaml)")
 @click.option("--snapshot-interval", default=1.0, show_default=True, help="seconds between stored book snapshots")
 @click.option("--snapshot-depth", default=20, show_default=True, help="levels per side in stored book snapshots")
-@click.option("--submit", is_flag=True, help="run as a Ray job on the cluster and follow its logs")
+@click.option("--submit", is_flag=True, help="run as a Ray job on the cluster and follow its logs (paths must be readable on the head node)")
 def ingest(paths: tuple[Path, ...], venue: str | None, snapshot_interval: float, snapshot_depth: int, submit: bool) -> None:
     """Load market data files (or folders of them) into the lake and PostgreSQL.
 
