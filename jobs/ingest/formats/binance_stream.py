@@ -24,15 +24,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-
 from cluster.domain import MarketKind
-from jobs.ingest.formats.recording import first_message, messages
+from jobs.ingest.formats.recording import columns_to_table, first_message, messages
 from jobs.ingest.naming import InstrumentResolver, split_pair
 from jobs.ingest.series import IngestFileError, ParsedFile, Series
 
 MS = 1_000_000
-TS = pa.timestamp("ns", tz="UTC")
 
 
 def matches(path: Path) -> bool:
@@ -46,12 +43,12 @@ class _Book:
     futures: bool
     last_u: int | None = None  # last applied update id; None = waiting for a snapshot
     pending: list = field(default_factory=list)  # diffs seen while waiting for a snapshot
-    snapshots: list = field(default_factory=list)  # REST snapshots not yet matched to a symbol
     rows: dict = field(default_factory=lambda: defaultdict(list))
     gaps: int = 0
     snapshots_applied: int = 0
 
-    def add_snapshot(self, ts: int, recv: int, snap: dict) -> None:
+    def add_snapshot(self, recv: int, snap: dict) -> None:
+        ts = snap["T"] * MS if "T" in snap else recv  # the spot REST snapshot has no time
         last_id = snap["lastUpdateId"]
         for is_bid, levels in ((True, snap["bids"]), (False, snap["asks"])):
             for price, size in levels:
@@ -136,10 +133,9 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
             raise IngestFileError(path, f"line {line_no}: expected a combined-stream message with 'data'")
         try:
             if "@depth" in stream:
-                symbol = data["s"]
-                book = books.setdefault(symbol, _Book(futures=futures))
+                book = books.setdefault(data["s"], _Book(futures=futures))
                 for snap_recv, snap in unplaced_snapshots:
-                    book.add_snapshot(snap.get("T", snap.get("E", 0)) * MS or snap_recv, snap_recv, snap)
+                    book.add_snapshot(snap_recv, snap)
                 unplaced_snapshots.clear()
                 book.add_diff(recv, data)
             elif stream.endswith("@bookTicker"):
@@ -166,8 +162,11 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
     if unplaced_snapshots and books:
         # Snapshots after the last diff still belong to the (single) depth stream.
         book = next(iter(books.values()))
-        for snap_recv, snap in unplaced_snapshots:
-            book.add_snapshot(snap.get("T", snap.get("E", 0)) * MS or snap_recv, snap_recv, snap)
+        try:
+            for snap_recv, snap in unplaced_snapshots:
+                book.add_snapshot(snap_recv, snap)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IngestFileError(path, f"malformed depth snapshot ({exc!r})") from None
 
     symbols = set(books) | set(quotes) | set(trades)
     if not symbols:
@@ -192,13 +191,9 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
             elif book.last_u is None:
                 notes.append(f"{symbol}: {len(book.pending)} diff(s) after the last gap left out (no later snapshot)")
             if book.rows:
-                out.append(Series("book_updates", instrument, _table(book.rows, ("ts", "ts_recv"))))
+                out.append(Series("book_updates", instrument, columns_to_table(book.rows)))
         if symbol in quotes:
-            out.append(Series("quotes", instrument, _table(quotes[symbol], ("ts", "ts_recv"))))
+            out.append(Series("quotes", instrument, columns_to_table(quotes[symbol])))
         if symbol in trades:
-            out.append(Series("trades", instrument, _table(trades[symbol], ("ts", "ts_recv"))))
+            out.append(Series("trades", instrument, columns_to_table(trades[symbol])))
     return ParsedFile(out, notes)
-
-
-def _table(columns: dict[str, list], ts_columns: tuple[str, ...]) -> pa.Table:
-    return pa.table({k: pa.array(v, TS) if k in ts_columns else v for k, v in columns.items()})

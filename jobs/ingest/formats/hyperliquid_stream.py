@@ -16,15 +16,12 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow as pa
-
 from cluster.domain import MarketKind
-from jobs.ingest.formats.recording import first_message, messages
+from jobs.ingest.formats.recording import columns_to_table, first_message, messages
 from jobs.ingest.naming import InstrumentResolver
 from jobs.ingest.series import IngestFileError, ParsedFile, Series
 
 MS = 1_000_000
-TS = pa.timestamp("ns", tz="UTC")
 
 
 def matches(path: Path) -> bool:
@@ -96,7 +93,7 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
             raise IngestFileError(path, exc.args[0]) from None
         for kind, rows in (("book_updates", books), ("quotes", quotes), ("trades", trades)):
             if coin in rows:
-                table = pa.table({k: pa.array(v, TS) if k.startswith("ts") else v for k, v in rows[coin].items()})
+                table = columns_to_table(rows[coin])
                 out.append(Series(kind, instrument, table.sort_by([("ts", "ascending")])))
     notes = [f"{duplicates} redelivered message(s) or trade(s) dropped"] if duplicates else []
     return ParsedFile(out, notes)

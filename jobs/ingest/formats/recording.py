@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 import orjson
+import pyarrow as pa
 
 from jobs.ingest.series import IngestFileError
 
@@ -44,3 +45,9 @@ def messages(path: Path) -> Iterator[tuple[int, int, object]]:
                     ) from None
     except (OSError, EOFError, zlib.error) as exc:
         raise IngestFileError(path, f"not a readable gzip file after line {line_no} ({exc})") from None
+
+
+def columns_to_table(columns: dict[str, list]) -> pa.Table:
+    """Lists of values per column -> a table; ``ts*`` columns hold UTC nanoseconds."""
+    ts = pa.timestamp("ns", tz="UTC")
+    return pa.table({k: pa.array(v, ts) if k.startswith("ts") else v for k, v in columns.items()})
