@@ -76,7 +76,9 @@ def store_batches(parsed, ids):
     out = []
     for path, p in parsed:
         for series in p.series:
-            mapped = to_store.store_rows(series, to_store.BOOK_SNAPSHOT_INTERVAL_NS, to_store.BOOK_SNAPSHOT_DEPTH)
+            mapped = to_store.store_rows(
+                series, int(to_store.BOOK_SNAPSHOT_INTERVAL_S * 1e9), to_store.BOOK_SNAPSHOT_DEPTH
+            )
             if mapped is not None:
                 table, rows, tag = mapped
                 out.append((series, table, rows, tag, ids[series.instrument.key], path.name))

@@ -181,10 +181,12 @@ def status(as_json: bool) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--venue", help="venue for files whose name or folder does not say (must be in venues.yaml)")
-@click.option("--snapshot-interval", default=1.0, show_default=True, help="seconds between stored book snapshots")
-@click.option("--snapshot-depth", default=20, show_default=True, help="levels per side in stored book snapshots")
+@click.option("--snapshot-interval", type=float, help="seconds between stored book snapshots (default 1)")
+@click.option("--snapshot-depth", type=int, help="levels per side in stored book snapshots (default 20)")
 @click.option("--submit", is_flag=True, help="run as a Ray job on the cluster and follow its logs (paths must be readable on the head node)")
-def ingest(paths: tuple[Path, ...], venue: str | None, snapshot_interval: float, snapshot_depth: int, submit: bool) -> None:
+def ingest(
+    paths: tuple[Path, ...], venue: str | None, snapshot_interval: float | None, snapshot_depth: int | None, submit: bool
+) -> None:
     """Load market data files (or folders of them) into the lake and PostgreSQL.
 
     \b
@@ -193,9 +195,11 @@ def ingest(paths: tuple[Path, ...], venue: str | None, snapshot_interval: float,
     A file that cannot be parsed is refused with the reason; nothing of it is stored.
     """
     config = _config()
-    options = ["--snapshot-interval", str(snapshot_interval), "--snapshot-depth", str(snapshot_depth)]
-    if venue:
-        options += ["--venue", venue]
+    # Unset options are left to the ingest job, which owns their defaults.
+    options: list[str] = []
+    for flag, value in (("--venue", venue), ("--snapshot-interval", snapshot_interval), ("--snapshot-depth", snapshot_depth)):
+        if value is not None:
+            options += [flag, str(value)]
     if submit:
         from cluster import job_submission
 

@@ -135,8 +135,11 @@ class Lake:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def series_dir(self, kind: str, venue: str, instrument: str) -> Path:
+        return self.root / f"kind={kind}" / f"venue={venue}" / f"instrument={instrument}"
+
     def partition_dir(self, kind: str, venue: str, instrument: str, date: str) -> Path:
-        return self.root / f"kind={kind}" / f"venue={venue}" / f"instrument={instrument}" / f"date={date}"
+        return self.series_dir(kind, venue, instrument) / f"date={date}"
 
     def write(self, kind: str, venue: str, instrument: str, table: pa.Table) -> int:
         """Merge ``table`` into the lake; returns how many rows were new."""
@@ -182,7 +185,7 @@ class Lake:
     ) -> pa.Table:
         """Rows of one series with ``start <= ts < end``, sorted by time."""
         schema, _ = schema_for(kind)
-        base = self.root / f"kind={kind}" / f"venue={venue}" / f"instrument={instrument}"
+        base = self.series_dir(kind, venue, instrument)
         if not base.exists():
             return schema.empty_table()
         dataset = ds.dataset(base, format="parquet", partitioning="hive", schema=schema.append(pa.field("date", pa.string())))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from cluster.config import ConfigError, load_config
+from jobs.ingest import to_store
 from jobs.ingest.job import ingest
 
 
@@ -16,8 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--venue", help="venue for files whose name or folder does not say")
-    parser.add_argument("--snapshot-interval", type=float, default=1.0, help="seconds between stored book snapshots")
-    parser.add_argument("--snapshot-depth", type=int, default=20, help="levels per side in stored book snapshots")
+    parser.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=to_store.BOOK_SNAPSHOT_INTERVAL_S,
+        help="seconds between stored book snapshots (default %(default)s)",
+    )
+    parser.add_argument(
+        "--snapshot-depth",
+        type=int,
+        default=to_store.BOOK_SNAPSHOT_DEPTH,
+        help="levels per side in stored book snapshots (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

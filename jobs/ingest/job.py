@@ -35,7 +35,6 @@ class FileReport:
     path: str
     series: list[tuple[str, str, int]] = field(default_factory=list)  # (kind, instrument, rows read)
     lake_new: int = 0
-    store_rows: int = 0  # rows sent to PostgreSQL
     store_new: int = 0  # rows new to PostgreSQL
     notes: list[str] = field(default_factory=list)
     error: str | None = None
@@ -99,7 +98,7 @@ async def ingest(
     config: BotmainConfig,
     *,
     venue: str | None = None,
-    snapshot_interval_s: float = 1.0,
+    snapshot_interval_s: float = to_store.BOOK_SNAPSHOT_INTERVAL_S,
     snapshot_depth: int = to_store.BOOK_SNAPSHOT_DEPTH,
     progress: bool | None = None,
 ) -> IngestReport:
@@ -169,7 +168,6 @@ class _IngestRun:
                     batch_rows = self.config.store.postgres.copy_batch_rows
                     for batch in to_store.batches(series, rows, table, tag, iid, sha, batch_rows):
                         result = await writer.write(batch)
-                        report.store_rows += result.rows
                         report.store_new += result.inserted
                         bar.update(series.rows * result.rows / max(rows.num_rows, 1))
                 else:

@@ -16,7 +16,7 @@ from cluster.store.writer import Batch
 from jobs.ingest.series import Series
 from jobs.ingest.snapshots import sample_snapshots
 
-BOOK_SNAPSHOT_INTERVAL_NS = 1_000_000_000
+BOOK_SNAPSHOT_INTERVAL_S = 1.0
 BOOK_SNAPSHOT_DEPTH = 20
 
 
