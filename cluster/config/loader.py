@@ -24,6 +24,7 @@ from cluster.config.models import (
     ClusterConfig,
     RiskConfig,
     ServeConfig,
+    SimulationConfig,
     StoreConfig,
     StrategiesConfig,
     VenuesConfig,
@@ -43,6 +44,7 @@ FILES: dict[str, type[BaseModel]] = {
     "strategies": StrategiesConfig,
     "risk": RiskConfig,
     "serve": ServeConfig,
+    "simulation": SimulationConfig,
 }
 
 
@@ -176,6 +178,7 @@ class BotmainConfig:
     strategies: StrategiesConfig
     risk: RiskConfig
     serve: ServeConfig
+    simulation: SimulationConfig
 
     def path(self, relative: str) -> Path:
         p = Path(relative).expanduser()
@@ -251,3 +254,10 @@ def _check_cross_references(config: BotmainConfig, directory: Path) -> None:
     for name in config.risk.strategies:
         if name not in names:
             raise ConfigError(f"{shown}: strategies.{name}: no strategy named {name!r} in strategies.yaml")
+    shown = _display(directory / "simulation.yaml")
+    for venue in config.simulation.costs.venues:
+        if venue not in config.venues.venues:
+            raise ConfigError(f"{shown}: costs.venues.{venue}: unknown venue {venue!r}")
+    for key in config.simulation.costs.instruments:
+        if key not in keys:
+            raise ConfigError(f"{shown}: costs.instruments.{key}: {key!r} is not listed in venues.yaml")

@@ -238,3 +238,80 @@ class ServeConfig(Strict):
     replicas: Annotated[int, Field(ge=1)] = 1
     rate_limit: RateLimitConfig = RateLimitConfig()
     jwt: JwtConfig = JwtConfig()
+
+
+# --- simulation.yaml ----------------------------------------------------------------
+
+
+SlippageModel = Literal["none", "amm", "book", "sqrt"]
+
+
+class CostOverrides(Strict):
+    """Execution-cost settings for one venue or one venue:SYMBOL; unset keys inherit."""
+
+    slippage: SlippageModel | None = Field(
+        None, description="size-dependent impact on top of slippage_bps: none, amm, book or sqrt"
+    )
+    slippage_bps: Annotated[float, Field(ge=0, le=1000)] | None = None
+    pool_depth_usd: PositiveFloat | None = Field(None, description="amm: pool value (both sides) in quote")
+    impact_coef: Annotated[float, Field(ge=0)] | None = Field(None, description="sqrt: Y in Y*sigma*sqrt(Q/V)")
+    impact_window_bars: Annotated[int, Field(ge=2)] | None = None
+    book_depth: Annotated[int, Field(ge=1, le=200)] | None = Field(None, description="book: levels per side")
+    fee_side: Literal["taker", "maker"] | None = None
+    margin_ratio_initial: Annotated[float, Field(gt=0, le=1)] | None = None
+    margin_ratio_maintenance: Annotated[float, Field(gt=0, le=1)] | None = None
+    liquidation_fee: Annotated[float, Field(ge=0, le=0.1)] | None = None
+
+
+class CostDefaults(CostOverrides):
+    """The base every override starts from: every key set."""
+
+    slippage: SlippageModel = "sqrt"
+    slippage_bps: Annotated[float, Field(ge=0, le=1000)] = 1.0
+    pool_depth_usd: PositiveFloat = 10_000_000.0
+    impact_coef: Annotated[float, Field(ge=0)] = 0.5
+    impact_window_bars: Annotated[int, Field(ge=2)] = 1440
+    book_depth: Annotated[int, Field(ge=1, le=200)] = 20
+    fee_side: Literal["taker", "maker"] = "taker"
+    margin_ratio_initial: Annotated[float, Field(gt=0, le=1)] = 0.1
+    margin_ratio_maintenance: Annotated[float, Field(gt=0, le=1)] = 0.05
+    liquidation_fee: Annotated[float, Field(ge=0, le=0.1)] = 0.01
+
+
+class CostsConfig(Strict):
+    defaults: CostDefaults = CostDefaults()
+    venues: dict[str, CostOverrides] = {}
+    instruments: dict[str, CostOverrides] = Field({}, description="keyed by venue:SYMBOL")
+
+    def resolve(self, venue: str, key: str) -> CostDefaults:
+        """Defaults, then the venue's overrides, then the instrument's."""
+        merged = self.defaults.model_dump()
+        for layer in (self.venues.get(venue), self.instruments.get(key)):
+            if layer is not None:
+                merged.update(layer.model_dump(exclude_none=True))
+        return CostDefaults.model_validate(merged)
+
+
+class SweepConfig(Strict):
+    chunk_size: Annotated[int, Field(ge=1)] = 32
+    store_best: Annotated[int, Field(ge=0)] = Field(10, description="runs whose trades and equity are stored")
+    rank_by: Literal["sharpe", "total_return", "calmar", "sortino"] = "sharpe"
+    max_retries: Annotated[int, Field(ge=0)] = 3
+
+
+class SimulationConfig(Strict):
+    initial_cash: PositiveFloat = 10_000.0
+    fill_price: Literal["next_open", "close"] = "next_open"
+    latency_ms: Annotated[float, Field(ge=0)] = 250.0
+    timeframe: str = Field("1m", pattern=r"^\d+[smhdw]$", description="bar size read from the lake")
+    costs: CostsConfig = CostsConfig()
+    sweep: SweepConfig = SweepConfig()
+
+    @model_validator(mode="after")
+    def _latency_needs_next_open(self) -> SimulationConfig:
+        if self.fill_price == "close" and self.latency_ms > 0:
+            raise ValueError(
+                "latency_ms applies only with fill_price: next_open "
+                "(a fill at the signal bar's close has no time to be late); set latency_ms: 0"
+            )
+        return self
