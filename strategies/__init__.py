@@ -1,0 +1,1 @@
+"""Strategies: one class per strategy, its parameter model beside it."""

@@ -1,0 +1,50 @@
+"""EMA crossover momentum: the whitepaper's ema_short / ema_long as a trading rule.
+
+Long while the fast EMA of the close is above the slow one; below it, flat
+(``long_only``) or short (``long_short``). Both EMAs are pandas-style ``adjust=False``
+with ``span`` bars of warm-up, during which the strategy has no opinion (NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from strategies.base import Choice, FloatRange, IntRange, Params, Strategy
+from strategies.frame import Frame
+from strategies.indicators import ema
+from strategies.registry import register
+
+
+class EmaCrossParams(Params):
+    fast: Annotated[int, Field(ge=1), IntRange(5, 55, 2)] = 12
+    slow: Annotated[int, Field(ge=2), IntRange(20, 220, 8)] = 48
+    direction: Annotated[Literal["long_only", "long_short"], Choice(("long_only", "long_short"))] = "long_short"
+    exposure: Annotated[float, Field(gt=0, le=20), FloatRange(0.5, 2.0, 0.5)] = 1.0
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> EmaCrossParams:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be below slow ({self.slow})")
+        return self
+
+
+@register
+class EmaCross(Strategy):
+    name = "ema_cross"
+    Params = EmaCrossParams
+
+    def warmup_bars(self) -> int:
+        return self.params.slow
+
+    def signals(self, frame: Frame) -> np.ndarray:
+        p = self.params
+        close = frame.leg(0).close
+        fast = frame.cached(("ema", 0, p.fast), lambda: ema(close, p.fast))
+        slow = frame.cached(("ema", 0, p.slow), lambda: ema(close, p.slow))
+        below = 0.0 if p.direction == "long_only" else -p.exposure
+        target = np.where(fast > slow, p.exposure, below)
+        target[: max(p.fast, p.slow) - 1] = np.nan
+        return target.reshape(1, -1)
