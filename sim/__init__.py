@@ -1,0 +1,1 @@
+"""The simulator: compiled kernel, its settings, market data assembly, metrics, reports."""
