@@ -31,6 +31,11 @@ def main() -> None:
       botmain up                  start the store and a local Ray cluster (dashboard included)
       botmain ingest data/sample  load recorded market data into the lake and PostgreSQL
       botmain status              where everything is, and how much data it holds
+      botmain backtest sol_ema_cross --report reports/
+                                  one backtest, in this process, with an HTML report
+      botmain sweep --strategy sol_ema_cross --grid fast=5:55:2 slow=20:220:8
+                                  a parameter sweep as a Ray job; results in PostgreSQL
+      botmain runs [show RUN_ID]  stored sweeps and their leaderboards
       botmain down                stop Ray and the embedded store
 
     Configuration is read from configs/*.yaml (or $BOTMAIN_CONFIG_DIR); secrets from
@@ -201,19 +206,185 @@ def ingest(
         if value is not None:
             options += [flag, str(value)]
     if submit:
-        from cluster import job_submission
-
-        args = ["jobs.ingest", *options, *[str(p.resolve()) for p in paths]]
-        try:
-            job_id = job_submission.submit(config, args, job_name="ingest")
-            click.echo(f"submitted Ray job {job_id}")
-            final = job_submission.follow(config, job_id)
-        except job_submission.JobFailed as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"job {job_id}: {final}")
-        if final != "SUCCEEDED":
-            sys.exit(1)
+        _submit_and_follow(config, ["jobs.ingest", *options, *[str(p.resolve()) for p in paths]], "ingest")
         return
     from jobs.ingest.__main__ import main as ingest_main
 
     sys.exit(ingest_main([*options, *[str(p) for p in paths]]))
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict:
+    from sim.search import parse_dimension
+
+    out = {}
+    for pair in pairs:
+        name, values = parse_dimension(pair)
+        if len(values) != 1:
+            raise click.BadParameter(f"{pair!r}: one value per --param", param_hint="--param")
+        out[name] = values[0]
+    return out
+
+
+@main.command()
+@click.argument("strategy")
+@click.option("--instrument", "instruments", multiple=True, help="venue:SYMBOL (repeatable; default: the instance's)")
+@click.option("--param", "params", multiple=True, help="name=value, overriding the instance's params (repeatable)")
+@click.option("--timeframe", help="bar size in the lake (default: simulation.yaml)")
+@click.option("--start", help="first bar, e.g. 2025-05-10")
+@click.option("--end", help="end (exclusive)")
+@click.option("--fill-price", type=click.Choice(["next_open", "close"]), help="override simulation.yaml's fill rule")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), help="write an HTML report with PNG plots here")
+def backtest(
+    strategy: str,
+    instruments: tuple[str, ...],
+    params: tuple[str, ...],
+    timeframe: str | None,
+    start: str | None,
+    end: str | None,
+    fill_price: str | None,
+    report_dir: Path | None,
+) -> None:
+    """Run one backtest in this process and print its metrics.
+
+    STRATEGY is an instance from strategies.yaml (e.g. sol_ema_cross) or a registered
+    strategy (ema_cross, funding_carry, ml_direction) with --instrument.
+    """
+    from pydantic import ValidationError
+
+    from jobs.sweep.job import resolve_strategy
+    from sim.backtest import backtest as run_backtest
+    from sim.books import load_books
+    from sim.history import HistoryError, load_frame
+    from sim.market import MarketArrays
+    from sim.settings import SimSettings
+    from sim.summary import render_metrics
+
+    config = _config()
+    try:
+        resolved = resolve_strategy(config, strategy, instruments)
+        chosen = {**resolved.fixed, **_parse_params(params)}
+        strat = resolved.strategy(resolved.strategy.Params(**chosen))
+        frame = load_frame(config, resolved.instruments, timeframe, start, end)
+        settings = SimSettings.from_config(config, resolved.instruments, resolved.instance)
+        if fill_price:
+            settings = settings.with_(fill_price=fill_price, latency_ms=0.0 if fill_price == "close" else settings.latency_ms)
+    except (KeyError, ValueError, HistoryError, ValidationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    notes = list(frame.notes)
+    market = MarketArrays.build(frame, settings, load_books(config, frame, settings, notes))
+    frame.notes = tuple(notes)
+    result = run_backtest(strat, frame, settings, market)
+    click.echo(render_metrics(result, resolved.instruments))
+    if report_dir is not None:
+        from sim.report import write_report
+
+        path = write_report(result, frame, settings, report_dir)
+        click.echo(f"report: {path}")
+
+
+@main.command()
+@click.option("--strategy", required=True, help="instance from strategies.yaml, or a registered strategy with --instrument")
+@click.option("--grid", "grid", multiple=True, help="name=start:stop:step | name=a,b,c | name=value (repeatable; extra words after --grid also count)")
+@click.argument("more_grid", nargs=-1)
+@click.option("--instrument", "instruments", multiple=True, help="venue:SYMBOL (repeatable)")
+@click.option("--random", "samples", type=int, help="random search: this many samples of the grid")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--run-id", help="resume this run (skips stored combos) or name a new one")
+@click.option("--timeframe")
+@click.option("--start")
+@click.option("--end")
+@click.option("--store-best", type=int, help="best runs whose trades and equity curves are stored")
+@click.option("--chunk-size", type=int, help="combos per Ray task")
+@click.option("--rank-by", type=click.Choice(["sharpe", "total_return", "calmar", "sortino"]))
+@click.option("--no-follow", is_flag=True, help="submit and return the job id")
+def sweep(strategy, grid, more_grid, instruments, samples, seed, run_id, timeframe, start, end, store_best, chunk_size, rank_by, no_follow) -> None:
+    """Submit a parameter sweep as a Ray job and follow its progress.
+
+    \b
+    botmain sweep --strategy sol_ema_cross --grid fast=5:55:2 slow=20:220:8
+    botmain sweep --strategy sol_ema_cross --random 200 --seed 7
+    Without --grid, the strategy's declared search space is used.
+    """
+    config = _config()
+    args = ["jobs.sweep", "--strategy", strategy, "--seed", str(seed)]
+    dims = [*grid, *more_grid]
+    if dims:
+        args += ["--grid", *dims]
+    for key in instruments:
+        args += ["--instrument", key]
+    for flag, value in (
+        ("--random", samples),
+        ("--run-id", run_id),
+        ("--timeframe", timeframe),
+        ("--start", start),
+        ("--end", end),
+        ("--store-best", store_best),
+        ("--chunk-size", chunk_size),
+        ("--rank-by", rank_by),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    _submit_and_follow(config, args, "sweep", follow=not no_follow)
+
+
+def _submit_and_follow(config: BotmainConfig, args: list[str], job_name: str, follow: bool = True) -> None:
+    """Submit ``python -m args...`` as a Ray job, stream its logs, exit 1 unless it succeeded."""
+    from cluster import job_submission
+
+    try:
+        job_id = job_submission.submit(config, args, job_name=job_name)
+        click.echo(f"submitted Ray job {job_id}")
+        if not follow:
+            return
+        final = job_submission.follow(config, job_id)
+    except job_submission.JobFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"job {job_id}: {final}")
+    if final != "SUCCEEDED":
+        sys.exit(1)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def runs(ctx: click.Context) -> None:
+    """List stored sweep runs (newest first); `runs show RUN_ID` for a leaderboard."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from jobs.sweep.leaderboard import render_runs
+    from jobs.sweep.results import list_runs
+
+    click.echo(render_runs(_with_store(list_runs)))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--top", type=int, default=20, show_default=True)
+@click.option("--rank-by", type=click.Choice(["sharpe", "total_return", "calmar", "sortino"]), default=None)
+def runs_show(run_id: str, top: int, rank_by: str | None) -> None:
+    """The leaderboard of one run."""
+    from jobs.sweep.leaderboard import render_leaderboard
+    from jobs.sweep.results import leaderboard
+
+    config = _config()
+    rank_by = rank_by or config.simulation.sweep.rank_by
+    run, rows = _with_store(lambda conn: leaderboard(conn, run_id, rank_by, top), config)
+    if run is None:
+        raise click.ClickException(f"no run {run_id!r} (botmain runs lists them)")
+    click.echo(render_leaderboard(run, rows, rank_by))
+
+
+def _with_store(query, config: BotmainConfig | None = None):
+    from cluster.store.connection import connect, prepare_store, resolve_dsn
+
+    config = config or _config()
+
+    async def go():
+        dsn = resolve_dsn(config)
+        await prepare_store(dsn)
+        conn = await connect(dsn)
+        try:
+            return await query(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())

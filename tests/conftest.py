@@ -20,6 +20,10 @@ from cluster.config import BotmainConfig, load_config
 from cluster.store.embedded import EmbeddedPostgres
 from cluster.store.migrations import migrate
 
+# Ray reads its auth mode once per process: tests that drive the session cluster from
+# this process (tests/test_sweep.py) need token auth on before Ray is first imported.
+os.environ["RAY_AUTH_MODE"] = "token"
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 _db_counter = itertools.count()
@@ -144,3 +148,24 @@ def ray_head(session_config_dir: Path) -> BotmainConfig:
     yield config
     runtime.stop_head(config.cluster)
     shutil.rmtree(config.cluster.head.temp_dir, ignore_errors=True)
+
+
+SAMPLE_BARS = SAMPLE / "binance/futures/SOL_USDT_USDT-1m-futures.feather"
+SAMPLE_FUNDING = SAMPLE / "drift/SOL-PERP.csv"
+
+
+@pytest.fixture(scope="session")
+def lake_config(session_config_dir: Path) -> BotmainConfig:
+    """The session configuration with the sample bars (binanceusdm:SOL-PERP, 1m) and the
+    Drift SOL-PERP funding series written to its lake (the store is not touched)."""
+    from cluster.lake import Lake
+    from jobs.ingest.formats import read_file
+    from jobs.ingest.naming import InstrumentResolver
+
+    config = load_config(session_config_dir)
+    lake = Lake(config.lake_root)
+    resolver = InstrumentResolver(config)
+    for path in (SAMPLE_BARS, SAMPLE_FUNDING):
+        for series in read_file(path, resolver, None).series:
+            lake.write(series.kind, series.instrument.venue, series.instrument.symbol, series.table)
+    return config

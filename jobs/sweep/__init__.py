@@ -1,0 +1,1 @@
+"""Parameter sweeps as Ray jobs: market data in the object store once, combos fanned out."""
