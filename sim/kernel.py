@@ -122,7 +122,7 @@ N_ST = 24
 N_TR = 12
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _impact(lp, l, side, qty, p_ref, i, sigma, vol, book_off, book_sz):
     """Relative price concession for trading ``qty`` base units (``side`` +1 buy, -1 sell)."""
     frac = lp[l, LP_SLIP]
@@ -164,7 +164,7 @@ def _impact(lp, l, side, qty, p_ref, i, sigma, vol, book_off, book_sz):
     return frac
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _account_equity(S, cash):
     eq = cash
     for m in range(S.shape[0]):
@@ -172,7 +172,7 @@ def _account_equity(S, cash):
     return eq
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fill(S, st, tr, lp, l, dq, p_exec, p_ref, fee_rate, i, reason, record):
     """Book one fill that does not cross zero; closes and records the round trip at flat."""
     q0 = S[l, S_Q]
@@ -211,7 +211,7 @@ def _fill(S, st, tr, lp, l, dq, p_exec, p_ref, fee_rate, i, reason, record):
         _close_trip(S, st, tr, l, i, reason, record, 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _close_trip(S, st, tr, l, i, reason, record, open_value):
     pnl = S[l, S_TRIP_CASH] + open_value
     if reason != EXIT_OPEN:
@@ -239,7 +239,7 @@ def _close_trip(S, st, tr, l, i, reason, record, open_value):
             st[ST_N_TRADE_ROWS] = n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _liquidation_price(S, lp, st, l, m_scale):
     """Price of leg ``l`` at which equity meets ``m_scale`` x maintenance margin, the other
     legs held at their marks (Drift's get_perp_liq_price does the same). NaN if none."""
@@ -264,7 +264,7 @@ def _liquidation_price(S, lp, st, l, m_scale):
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _trade_to(S, st, tr, lp, l, q_target, p_ref, i, reason, record, sigma, vol, stop_sigma, book_off, book_sz, stop_mult):
     """Move leg ``l`` to ``q_target`` base units at reference price ``p_ref`` (market order)."""
     q0 = S[l, S_Q]
@@ -287,7 +287,7 @@ def _trade_to(S, st, tr, lp, l, q_target, p_ref, i, reason, record, sigma, vol, 
         S[l, S_LIQ_PX] = _liquidation_price(S, lp, st, l, 1.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _order_size(S, st, lp, AS, l, target, p_ref, i, sigma, vol, book_off, book_sz):
     """Base units for target exposure ``target``, after the risk caps and lot rounding."""
     if lp[l, LP_PERP] == 0.0 and target < 0.0:
@@ -333,7 +333,23 @@ def _order_size(S, st, lp, AS, l, target, p_ref, i, sigma, vol, book_off, book_s
     return q
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
+def _decision_bars(target):
+    """Bars where some leg's target differs from its last non-NaN value: the only bars
+    where step 6 has anything to do (a cheap pre-pass keeps the main loop lean)."""
+    L, N = target.shape
+    out = np.zeros(N, dtype=np.bool_)
+    for l in range(L):
+        last = 0.0
+        for i in range(N):
+            t = target[l, i]
+            if t == t and t != last:  # t == t: not NaN
+                out[i] = True
+                last = t
+    return out
+
+
+@njit(cache=True, error_model="numpy")
 def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off, book_sz, target, lp, AS, record):
     """Run the account over all bars. Arrays are (legs, bars): ``sigma``/``vol`` feed the
     square-root impact, ``stop_sigma`` the trailing stop (per-bar return volatility known
@@ -369,9 +385,23 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
     max_dd = AS[AS_MAX_DD]
     halted = False
     dirty = True  # liquidation thresholds need recomputing
+    decides = _decision_bars(target)
     pending = 0  # legs with an order waiting for a later bar
 
+    all_flat = True  # no position in any leg after the previous bar
     for i in range(N):
+        # Fast path: flat, nothing pending, no new decision: equity is the cash, the
+        # bar's return is 0 and nothing else can happen.
+        if all_flat and pending == 0 and not decides[i]:
+            equity = st[ST_CASH]
+            if prev_equity > 0.0:
+                n_r += 1.0
+            prev_equity = equity
+            sum_equity += equity
+            if record:
+                equity_curve[i] = equity
+            continue
+
         # 1. pending orders fill in this bar
         if next_open and not halted and pending > 0:
             for l in range(L):
@@ -472,7 +502,7 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
 
         # 6. the strategy's decision at this close
         if not halted:
-            for l in range(L):
+            for l in range(L if decides[i] else 0):
                 t = target[l, i]
                 if np.isnan(t) or t == S[l, S_LAST_TARGET]:
                     continue
@@ -525,6 +555,10 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
         sum_equity += equity
         if record:
             equity_curve[i] = equity
+        all_flat = True
+        for l in range(L):
+            if S[l, S_Q] != 0.0:
+                all_flat = False
 
     for l in range(L):
         if S[l, S_Q] != 0.0:

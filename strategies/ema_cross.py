@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
+from numba import njit
 from pydantic import Field, model_validator
 
 from strategies.base import Choice, FloatRange, IntRange, Params, Strategy
@@ -45,6 +46,13 @@ class EmaCross(Strategy):
         fast = frame.cached(("ema", 0, p.fast), lambda: ema(close, p.fast))
         slow = frame.cached(("ema", 0, p.slow), lambda: ema(close, p.slow))
         below = 0.0 if p.direction == "long_only" else -p.exposure
-        target = np.where(fast > slow, p.exposure, below)
-        target[: max(p.fast, p.slow) - 1] = np.nan
-        return target.reshape(1, -1)
+        return _cross_target(fast, slow, p.exposure, below, max(p.fast, p.slow) - 1).reshape(1, -1)
+
+
+@njit(cache=True)
+def _cross_target(fast: np.ndarray, slow: np.ndarray, above: float, below: float, warmup: int) -> np.ndarray:
+    """``above`` where fast > slow, else ``below``; NaN for the first ``warmup`` bars."""
+    out = np.empty(fast.shape[0])
+    for i in range(fast.shape[0]):
+        out[i] = np.nan if i < warmup else (above if fast[i] > slow[i] else below)
+    return out
