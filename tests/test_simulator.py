@@ -490,6 +490,14 @@ def test_spot_legs_never_go_short():
     assert bar_index(second.entry_ts) == 3 and second.side == "long"
 
 
+def test_spot_is_paid_for_with_equity_never_borrowed():
+    fr = frame(leg([100.0, 100.0, 50.0], kind="spot"))
+    res = run([3, 3, 3], fr, settings(LegCosts(perp=False), max_leverage=5))
+    # target 3x equity, but spot is capped at equity / price = 100 units, not 300
+    assert res.trades[0].size == 100.0
+    assert res.equity[-1] == approx(5_000.0)  # halved with the price, never below zero
+
+
 # --- metrics -------------------------------------------------------------------------
 
 
