@@ -296,8 +296,13 @@ def backtest(
 @click.option("--store-best", type=int, help="best runs whose trades and equity curves are stored")
 @click.option("--chunk-size", type=int, help="combos per Ray task")
 @click.option("--rank-by", type=click.Choice(["sharpe", "total_return", "calmar", "sortino"]))
+@click.option("--report-dir", help="the best combo's HTML report (default reports/<run id>, on the head node)")
+@click.option("--no-report", is_flag=True, help="skip the HTML report")
 @click.option("--no-follow", is_flag=True, help="submit and return the job id")
-def sweep(strategy, grid, more_grid, instruments, samples, seed, run_id, timeframe, start, end, store_best, chunk_size, rank_by, no_follow) -> None:
+def sweep(
+    strategy, grid, more_grid, instruments, samples, seed, run_id, timeframe, start, end, store_best, chunk_size, rank_by,
+    report_dir, no_report, no_follow,
+) -> None:  # fmt: skip
     """Submit a parameter sweep as a Ray job and follow its progress.
 
     \b
@@ -321,9 +326,12 @@ def sweep(strategy, grid, more_grid, instruments, samples, seed, run_id, timefra
         ("--store-best", store_best),
         ("--chunk-size", chunk_size),
         ("--rank-by", rank_by),
+        ("--report-dir", report_dir),
     ):
         if value is not None:
             args += [flag, str(value)]
+    if no_report:
+        args.append("--no-report")
     _submit_and_follow(config, args, "sweep", follow=not no_follow)
 
 

@@ -345,3 +345,35 @@ def test_mask_dsn_leaves_passwordless_dsn_unchanged(dsn):
 
 def test_mask_dsn_hides_password_in_query_string():
     assert SECRET not in mask_dsn(f"postgresql://botmain@db/botmain?password={SECRET}")
+
+
+# --- simulation.yaml ----------------------------------------------------------------------
+
+
+def test_simulation_costs_layer_defaults_then_venue_then_instrument(configs: Path):
+    edit(configs, "simulation", lambda s: s["costs"].update(instruments={"drift:SOL-PERP": {"slippage_bps": 3.5}}))
+    costs = load_config(configs).simulation.costs
+    sol = costs.resolve("drift", "drift:SOL-PERP")
+    assert (sol.slippage_bps, sol.margin_ratio_maintenance, sol.slippage) == (3.5, 0.03, "sqrt")  # instrument, venue, default
+    assert costs.resolve("drift", "drift:BTC-PERP").slippage_bps == 1.0
+    jup = costs.resolve("jupiter", "jupiter:SOL-USDC")
+    assert (jup.slippage, jup.pool_depth_usd) == ("amm", 20_000_000)
+
+
+def test_latency_with_fill_at_close_is_refused_with_the_reason(configs: Path):
+    edit(configs, "simulation", lambda s: s.update(fill_price="close", latency_ms=100))
+    msg = load_error(configs)
+    assert "simulation.yaml" in msg and "latency_ms applies only with fill_price: next_open" in msg
+
+
+def test_simulation_costs_name_only_known_venues_and_instruments(configs: Path):
+    edit(configs, "simulation", lambda s: s["costs"]["venues"].update(kraken={"slippage_bps": 2}))
+    assert "simulation.yaml: costs.venues.kraken: unknown venue 'kraken'" in load_error(configs)
+    edit(configs, "simulation", lambda s: (s["costs"]["venues"].pop("kraken"), s["costs"].update(instruments={"drift:ETH-PERP": {}})))
+    assert "simulation.yaml: costs.instruments.drift:ETH-PERP: 'drift:ETH-PERP' is not listed in venues.yaml" in load_error(configs)
+
+
+def test_unknown_impact_model_lists_the_choices(configs: Path):
+    edit(configs, "simulation", lambda s: s["costs"]["venues"]["raydium"].update(slippage="magic"))
+    msg = load_error(configs)
+    assert "simulation.yaml: costs.venues.raydium.slippage" in msg and "'amm'" in msg

@@ -224,6 +224,8 @@ def test_botmain_sweep_runs_as_a_ray_job_and_runs_show_its_leaderboard(ray_head:
     assert "submitted Ray job sweep-" in result.stdout
     assert "9/9 combos stored" in result.stdout
     assert "run cli-sweep: ema_cross on binanceusdm:SOL-PERP" in result.stdout
+    report = Path(result.stdout.split("report of the best combo: ", 1)[1].split()[0])
+    assert report == session_config_dir.parent / "reports" / "cli-sweep" / "report.html" and report.exists()
     listing = botmain(session_config_dir, "runs")
     assert listing.returncode == 0 and "cli-sweep" in listing.stdout and "9/9" in listing.stdout
     board = botmain(session_config_dir, "runs", "show", "cli-sweep", "--top", "3")
@@ -239,9 +241,15 @@ def test_botmain_sweep_refuses_an_unknown_parameter_by_name(ray_head: BotmainCon
     assert "no parameter 'fsat'" in result.stdout + result.stderr
 
 
-def test_botmain_backtest_prints_metrics(lake_config: BotmainConfig, session_config_dir: Path):
-    result = botmain(session_config_dir, "backtest", "sol_ema_cross", "--start", START, "--end", END, "--param", "fast=8")
+def test_botmain_backtest_prints_metrics_and_writes_a_report(lake_config: BotmainConfig, session_config_dir: Path, tmp_path: Path):
+    result = botmain(
+        session_config_dir, "backtest", "sol_ema_cross", "--start", START, "--end", END, "--param", "fast=8",
+        "--report", str(tmp_path / "report"),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert f"report: {tmp_path / 'report' / 'report.html'}" in result.stdout
+    assert (tmp_path / "report" / "equity.png").exists()
+    assert "10,080 bars 2025-05-05T00:00 -> 2025-05-12T00:00 UTC" in result.stdout
     assert "ema_cross (fast=8 slow=48" in result.stdout
     for label in ("total return", "Sharpe", "max drawdown", "fees paid", "liquidations"):
         assert label in result.stdout

@@ -11,7 +11,7 @@ import sys
 from cluster.config import ConfigError, load_config
 from cluster.store.connection import connect, resolve_dsn
 from jobs.sweep import results
-from jobs.sweep.job import SweepRequest, run_sweep
+from jobs.sweep.job import SweepRequest, default_run_id, run_sweep
 from jobs.sweep.leaderboard import render_leaderboard
 
 
@@ -30,6 +30,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int)
     p.add_argument("--rank-by")
     p.add_argument("--show", type=int, default=10, help="leaderboard rows to print at the end")
+    p.add_argument("--report-dir", help="where the best combo's HTML report goes (default reports/<run id>)")
+    p.add_argument("--no-report", action="store_true")
     return p.parse_args(argv)
 
 
@@ -47,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         config = load_config()
+        run_id = args.run_id or default_run_id(args.strategy)
+        report_dir = None if args.no_report else (args.report_dir or str(config.path("reports") / run_id))
         request = SweepRequest(
             strategy=args.strategy,
             grid=tuple(args.grid),
             instruments=tuple(args.instrument),
             samples=args.samples,
             seed=args.seed,
-            run_id=args.run_id,
+            run_id=run_id,
+            report_dir=report_dir,
             timeframe=args.timeframe,
             start=args.start,
             end=args.end,

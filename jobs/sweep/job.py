@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -29,6 +30,7 @@ from sim.backtest import backtest
 from sim.books import load_books
 from sim.history import load_frame
 from sim.market import MarketArrays
+from sim.report import write_report
 from sim.search import enumerate_combos, plan
 from sim.settings import SimSettings
 from strategies.base import Strategy
@@ -51,6 +53,7 @@ class SweepRequest:
     store_best: int | None = None
     chunk_size: int | None = None
     rank_by: str | None = None
+    report_dir: str | None = None  # HTML report of the best combo goes here (on the job's node)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ def run_sweep(config: BotmainConfig, request: SweepRequest, say: Callable[[str],
             rank_by=rank_by,
             store_best=store_best,
             max_retries=sweep_cfg.max_retries,
+            report_dir=Path(request.report_dir) if request.report_dir else None,
             say=say,
         )
     )
@@ -152,6 +156,7 @@ async def execute(
     rank_by: str = "sharpe",
     store_best: int = 10,
     max_retries: int = 3,
+    report_dir: Path | None = None,
     say: Callable[[str], None] = print,
 ) -> dict:
     """Open (or resume) the run, compute the missing combos on the cluster, store them
@@ -170,12 +175,17 @@ async def execute(
         try:
             stored = await _sweep(writer, spec, strategy, frame, market, settings, todo, chunk_size, max_retries, len(done), say)
             best = await writer.run(lambda conn: results.best_combos(conn, spec.run_id, rank_by, store_best), "ranking")
-            for row in best:
+            report = None
+            for rank, row in enumerate(best):
                 result = backtest(strategy(strategy.Params(**json.loads(row["params"]))), frame, settings, market)
                 await writer.write(results.trades_batch(spec.run_id, row["combo_id"], result))
                 await writer.write(results.equity_batch(spec.run_id, row["combo_id"], result, frame.bar_seconds))
+                if rank == 0 and report_dir is not None:
+                    report = write_report(result, frame, settings, report_dir)
             if best:
                 say(f"stored trades and equity curves of the best {len(best)} by {rank_by}")
+            if report is not None:
+                say(f"report of the best combo: {report}")
         except BaseException as exc:
             await writer.run(lambda conn: results.finish_run(conn, spec.run_id, "failed", f"{type(exc).__name__}: {exc}"), "marking the run failed")
             raise
