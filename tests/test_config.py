@@ -254,7 +254,13 @@ def test_limits_for_applies_overrides_and_keeps_other_defaults():
 
 def test_limits_for_strategy_without_overrides_is_defaults():
     risk = load_config(DEFAULT_CONFIG_DIR).risk
-    assert risk.limits_for("sol_funding_carry") == risk.defaults
+    assert risk.limits_for("a_strategy_without_overrides") == risk.defaults
+
+
+def test_the_shipped_carry_strategy_has_no_per_leg_stop():
+    risk = load_config(DEFAULT_CONFIG_DIR).risk
+    assert risk.limits_for("sol_funding_carry").dynamic_stop is None
+    assert risk.limits_for("sol_funding_carry").max_drawdown == risk.defaults.max_drawdown
 
 
 def test_limits_for_dynamic_stop_override_is_a_model():
