@@ -12,6 +12,7 @@ import click
 
 from cluster.config import BotmainConfig, ConfigError, load_config, mask_dsn
 
+RANK_BY = click.Choice(["sharpe", "total_return", "calmar", "sortino"])  # simulation.yaml's sweep.rank_by
 TABLES_SHOWN = ("instruments", "bars", "funding_rates", "quotes", "market_trades", "book_snapshots", "trading_pairs")
 
 
@@ -253,9 +254,8 @@ def backtest(
 
     from jobs.sweep.job import resolve_strategy
     from sim.backtest import backtest as run_backtest
-    from sim.books import load_books
+    from sim.books import market_with_books
     from sim.history import HistoryError, load_frame
-    from sim.market import MarketArrays
     from sim.settings import SimSettings
     from sim.summary import render_metrics
 
@@ -270,9 +270,7 @@ def backtest(
             settings = settings.with_(fill_price=fill_price, latency_ms=0.0 if fill_price == "close" else settings.latency_ms)
     except (KeyError, ValueError, HistoryError, ValidationError) as exc:
         raise click.ClickException(str(exc)) from None
-    notes = list(frame.notes)
-    market = MarketArrays.build(frame, settings, load_books(config, frame, settings, notes))
-    frame.notes = tuple(notes)
+    frame, market = market_with_books(config, frame, settings)
     result = run_backtest(strat, frame, settings, market)
     click.echo(render_metrics(result, resolved.instruments))
     if report_dir is not None:
@@ -295,7 +293,7 @@ def backtest(
 @click.option("--end")
 @click.option("--store-best", type=int, help="best runs whose trades and equity curves are stored")
 @click.option("--chunk-size", type=int, help="combos per Ray task")
-@click.option("--rank-by", type=click.Choice(["sharpe", "total_return", "calmar", "sortino"]))
+@click.option("--rank-by", type=RANK_BY)
 @click.option("--report-dir", help="the best combo's HTML report (default reports/<run id>, on the head node)")
 @click.option("--no-report", is_flag=True, help="skip the HTML report")
 @click.option("--no-follow", is_flag=True, help="submit and return the job id")
@@ -367,7 +365,7 @@ def runs(ctx: click.Context) -> None:
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--top", type=int, default=20, show_default=True)
-@click.option("--rank-by", type=click.Choice(["sharpe", "total_return", "calmar", "sortino"]), default=None)
+@click.option("--rank-by", type=RANK_BY, default=None)
 def runs_show(run_id: str, top: int, rank_by: str | None) -> None:
     """The leaderboard of one run."""
     from jobs.sweep.leaderboard import render_leaderboard

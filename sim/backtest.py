@@ -55,7 +55,7 @@ class BacktestResult:
     notes: tuple[str, ...]
 
 
-def _run(strategy: Strategy, frame: Frame, settings: SimSettings, market: MarketArrays, record: bool, params=None):
+def _run(strategy: Strategy, frame: Frame, settings: SimSettings, market: MarketArrays, record: bool, kernel_params=None):
     target = np.ascontiguousarray(strategy.signals(frame), dtype=np.float64)
     if target.shape != (len(frame.legs), len(frame)):
         raise ValueError(
@@ -73,7 +73,7 @@ def _run(strategy: Strategy, frame: Frame, settings: SimSettings, market: Market
         market.book_off,
         market.book_size,
         target,
-        *(params or (settings.leg_params(), settings.account_params(frame.bar_seconds))),
+        *(kernel_params or (settings.leg_params(), settings.account_params(frame.bar_seconds))),
         record,
     )
 
@@ -117,5 +117,5 @@ def evaluate(
     market = market or MarketArrays.build(frame, settings)
     kernel_params = (settings.leg_params(), settings.account_params(frame.bar_seconds))
     for params in combos:
-        st, _, _ = _run(strategy_cls(params), frame, settings, market, record=False, params=kernel_params)
+        st, _, _ = _run(strategy_cls(params), frame, settings, market, record=False, kernel_params=kernel_params)
         yield metrics_from_stats(st, settings.initial_cash, len(frame), frame.bar_seconds)

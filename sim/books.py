@@ -9,11 +9,14 @@ positive fractions), so the walk applies to whatever price the fill uses.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from cluster.config.loader import BotmainConfig
 from cluster.lake import Lake
 from jobs.ingest.snapshots import sample_snapshots
+from sim.market import MarketArrays
 from sim.settings import SimSettings
 from strategies.frame import Frame
 
@@ -74,3 +77,11 @@ def load_books(config: BotmainConfig, frame: Frame, settings: SimSettings, notes
             continue
         books[i] = found
     return books
+
+
+def market_with_books(config: BotmainConfig, frame: Frame, settings: SimSettings) -> tuple[Frame, MarketArrays]:
+    """The kernel's market arrays with every recorded book the settings ask for, and the
+    frame with a note for each leg that falls back to square-root impact instead."""
+    notes = list(frame.notes)
+    market = MarketArrays.build(frame, settings, load_books(config, frame, settings, notes))
+    return dataclasses.replace(frame, notes=tuple(notes)), market

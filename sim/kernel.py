@@ -173,7 +173,7 @@ def _account_equity(S, cash):
 
 
 @njit(cache=True, error_model="numpy")
-def _fill(S, st, tr, lp, l, dq, p_exec, p_ref, fee_rate, i, reason, record):
+def _fill(S, st, tr, l, dq, p_exec, p_ref, fee_rate, i, reason, record):
     """Book one fill that does not cross zero; closes and records the round trip at flat."""
     q0 = S[l, S_Q]
     q1 = q0 + dq
@@ -271,7 +271,7 @@ def _trade_to(S, st, tr, lp, l, q_target, p_ref, i, reason, record, sigma, vol, 
     if q0 != 0.0 and (q_target == 0.0 or (q_target > 0.0) != (q0 > 0.0)):
         side = -1.0 if q0 > 0 else 1.0
         frac = _impact(lp, l, side, abs(q0), p_ref, i, sigma, vol, book_off, book_sz)
-        _fill(S, st, tr, lp, l, -q0, p_ref * (1.0 + side * frac), p_ref, lp[l, LP_FEE], i, reason, record)
+        _fill(S, st, tr, l, -q0, p_ref * (1.0 + side * frac), p_ref, lp[l, LP_FEE], i, reason, record)
         q0 = 0.0
     dq = q_target - q0
     if dq == 0.0:
@@ -279,7 +279,7 @@ def _trade_to(S, st, tr, lp, l, q_target, p_ref, i, reason, record, sigma, vol, 
     side = 1.0 if dq > 0 else -1.0
     frac = _impact(lp, l, side, abs(dq), p_ref, i, sigma, vol, book_off, book_sz)
     opening = q0 == 0.0
-    _fill(S, st, tr, lp, l, dq, p_ref * (1.0 + side * frac), p_ref, lp[l, LP_FEE], i, reason, record)
+    _fill(S, st, tr, l, dq, p_ref * (1.0 + side * frac), p_ref, lp[l, LP_FEE], i, reason, record)
     if opening and stop_mult > 0.0:
         s = stop_sigma[l, i]
         S[l, S_TRAIL] = p_ref * (1.0 - S[l, S_SIDE] * stop_mult * s) if s > 0.0 else np.nan
@@ -360,7 +360,6 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
     st = np.zeros(N_ST)
     S = np.zeros((L, N_S))
     for l in range(L):
-        S[l, S_LAST_TARGET] = 0.0
         S[l, S_PENDING_BAR] = -1.0
         S[l, S_TRAIL] = np.nan
         S[l, S_LIQ_PX] = np.nan
@@ -452,12 +451,12 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
             p = min(o, trigger) if long else max(o, trigger)
             if reason == EXIT_LIQUIDATION:
                 fee_rate = lp[l, LP_LIQ_FEE]
-                _fill(S, st, trades, lp, l, -q, p, p, fee_rate, i, reason, record)
+                _fill(S, st, trades, l, -q, p, p, fee_rate, i, reason, record)
                 st[ST_LIQUIDATIONS] += 1
             else:
                 frac = _impact(lp, l, -1.0 if long else 1.0, abs(q), p, i, sigma, vol, book_off, book_sz)
                 p_exec = p * (1.0 - frac) if long else p * (1.0 + frac)
-                _fill(S, st, trades, lp, l, -q, p_exec, p, lp[l, LP_FEE], i, reason, record)
+                _fill(S, st, trades, l, -q, p_exec, p, lp[l, LP_FEE], i, reason, record)
                 if reason == EXIT_STOP:
                     st[ST_STOPS] += 1
                 else:
@@ -484,10 +483,7 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
                     S[l, S_FUNDING] += paid
                     S[l, S_TRIP_CASH] -= paid
                     dirty = True
-        equity = st[ST_CASH]
-        if exposed:
-            for l in range(L):
-                equity += S[l, S_Q] * S[l, S_MARK]
+        equity = _account_equity(S, st[ST_CASH])
 
         # 5. kill switch (also when the account is wiped out)
         peak_now = peak if peak > equity else equity

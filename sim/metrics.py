@@ -79,7 +79,7 @@ def metrics_from_stats(st: np.ndarray, initial_cash: float, n_bars: int, bar_sec
         cagr=float(cagr),
         sharpe=float(sharpe),
         sortino=float(sortino),
-        calmar=float(cagr / mdd) if mdd > 0 and not math.isnan(cagr) else (math.nan if math.isnan(cagr) else 0.0),
+        calmar=float(cagr / mdd) if mdd > 0 else (math.nan if math.isnan(cagr) else 0.0),
         max_drawdown=float(mdd),
         win_rate=float(st[k.ST_WINS] / closed) if closed else 0.0,
         profit_factor=float(st[k.ST_GROSS_PROFIT] / gross_loss) if gross_loss > 0 else (math.inf if st[k.ST_GROSS_PROFIT] > 0 else 0.0),

@@ -27,7 +27,7 @@ from cluster.store.writer import StoreWriter
 from jobs.sweep import results
 from jobs.sweep.fanout import fan_out
 from sim.backtest import backtest
-from sim.books import load_books
+from sim.books import market_with_books
 from sim.history import load_frame
 from sim.market import MarketArrays
 from sim.report import write_report
@@ -100,8 +100,7 @@ def run_sweep(config: BotmainConfig, request: SweepRequest, say: Callable[[str],
     timeframe = request.timeframe or config.simulation.timeframe
     frame = load_frame(config, resolved.instruments, timeframe, request.start, request.end)
     settings = SimSettings.from_config(config, resolved.instruments, resolved.instance)
-    notes = list(frame.notes)
-    market = MarketArrays.build(frame, settings, load_books(config, frame, settings, notes))
+    frame, market = market_with_books(config, frame, settings)
     search = plan(resolved.strategy, list(request.grid), resolved.fixed, request.samples, request.seed)
     combos = enumerate_combos(resolved.strategy, search)
     if not combos.params:
@@ -118,7 +117,7 @@ def run_sweep(config: BotmainConfig, request: SweepRequest, say: Callable[[str],
     rank_by = request.rank_by or sweep_cfg.rank_by
     store_best = sweep_cfg.store_best if request.store_best is None else request.store_best
     chunk_size = request.chunk_size or sweep_cfg.chunk_size
-    for note in notes:
+    for note in frame.notes:
         say(f"note: {note}")
     say(
         f"run {run_id}: {resolved.strategy.name} on {', '.join(resolved.instruments)}, {len(frame):,} bars, "

@@ -55,10 +55,6 @@ class RunSpec:
     combos_total: int
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
 def results_batch(run_id: str, rows: list[tuple[int, dict, Metrics]]) -> Batch:
     ids = [r[0] for r in rows]
     columns: dict = {
@@ -73,8 +69,10 @@ def results_batch(run_id: str, rows: list[tuple[int, dict, Metrics]]) -> Batch:
         elif name == "killed":
             columns[name] = np.asarray(values, dtype=bool)
         else:
-            # profit factor is +inf with no losing trade: stored as NULL ("no losses")
-            columns[name] = np.asarray([_finite(v) if v is not None else None for v in values], dtype=np.float64)
+            # profit factor is +inf with no losing trade: stored as NULL ("no losses"), like NaN
+            column = np.asarray(values, dtype=np.float64)
+            column[~np.isfinite(column)] = np.nan
+            columns[name] = column
     return Batch("backtest_results", columns, f"{run_id}:results:{min(ids)}-{max(ids)}:{len(ids)}")
 
 
@@ -172,9 +170,15 @@ async def set_job_id(conn: asyncpg.Connection, run_id: str, job_id: str | None) 
     await conn.execute("UPDATE backtest_runs SET job_id = $2 WHERE run_id = $1", run_id, job_id)
 
 
-async def best_combos(conn: asyncpg.Connection, run_id: str, rank_by: str, limit: int) -> list[asyncpg.Record]:
+def _ranked(rank_by: str) -> str:
+    """The ORDER BY column, checked against the rankable metrics (it is spliced into SQL)."""
     if rank_by not in RANKABLE:
         raise ValueError(f"cannot rank by {rank_by!r} (one of {', '.join(RANKABLE)})")
+    return rank_by
+
+
+async def best_combos(conn: asyncpg.Connection, run_id: str, rank_by: str, limit: int) -> list[asyncpg.Record]:
+    rank_by = _ranked(rank_by)
     return await conn.fetch(
         f"""SELECT combo_id, params FROM backtest_results WHERE run_id = $1
             ORDER BY {rank_by} DESC NULLS LAST, combo_id LIMIT $2""",
@@ -194,8 +198,7 @@ async def list_runs(conn: asyncpg.Connection, limit: int = 50) -> list[asyncpg.R
 
 
 async def leaderboard(conn: asyncpg.Connection, run_id: str, rank_by: str = "sharpe", limit: int = 20):
-    if rank_by not in RANKABLE:
-        raise ValueError(f"cannot rank by {rank_by!r} (one of {', '.join(RANKABLE)})")
+    rank_by = _ranked(rank_by)
     run = await conn.fetchrow("SELECT * FROM backtest_runs WHERE run_id = $1", run_id)
     if run is None:
         return None, []
