@@ -147,7 +147,10 @@ class StoreWriter:
                     await conn.copy_to_table(batch.table, source=io.BytesIO(payload), columns=columns, format="binary")
                 inserted = len(batch)
             except asyncpg.UniqueViolationError:
-                inserted = await self._merge(conn, batch.table, columns, payload)
+                try:
+                    inserted = await self._merge(conn, batch.table, columns, payload)
+                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                    raise BatchRejected(f"{batch.table}: batch {batch.batch_id} refused by PostgreSQL: {exc}") from None
             except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                 raise BatchRejected(f"{batch.table}: batch {batch.batch_id} refused by PostgreSQL: {exc}") from None
             await conn.execute(
@@ -161,7 +164,7 @@ class StoreWriter:
     async def _merge(self, conn: asyncpg.Connection, table: str, columns: list[str], payload: bytes) -> int:
         stage = f"_stage_{table}"
         cols = ", ".join(f'"{c}"' for c in columns)
-        await conn.execute(f'CREATE TEMP TABLE "{stage}" (LIKE "{table}") ON COMMIT DROP')
+        await conn.execute(f'CREATE TEMP TABLE "{stage}" (LIKE "{table}" INCLUDING DEFAULTS) ON COMMIT DROP')
         await conn.copy_to_table(stage, source=io.BytesIO(payload), columns=columns, format="binary")
         status = await conn.execute(
             f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{stage}" ON CONFLICT DO NOTHING'
