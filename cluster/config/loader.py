@@ -22,6 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from cluster.config.models import (
     ClusterConfig,
+    MarketDataConfig,
     RiskConfig,
     ServeConfig,
     SimulationConfig,
@@ -45,6 +46,7 @@ FILES: dict[str, type[BaseModel]] = {
     "risk": RiskConfig,
     "serve": ServeConfig,
     "simulation": SimulationConfig,
+    "market_data": MarketDataConfig,
 }
 
 
@@ -179,6 +181,7 @@ class BotmainConfig:
     risk: RiskConfig
     serve: ServeConfig
     simulation: SimulationConfig
+    market_data: MarketDataConfig
 
     def path(self, relative: str) -> Path:
         p = Path(relative).expanduser()
@@ -261,3 +264,23 @@ def _check_cross_references(config: BotmainConfig, directory: Path) -> None:
     for key in config.simulation.costs.instruments:
         if key not in keys:
             raise ConfigError(f"{shown}: costs.instruments.{key}: {key!r} is not listed in venues.yaml")
+    _check_market_data(config, keys, _display(directory / "market_data.yaml"))
+
+
+def _check_market_data(config: BotmainConfig, keys: set[str], shown: str) -> None:
+    feeds = config.market_data.feeds
+    for i, key in enumerate(feeds.replay.instruments or []):
+        if key not in keys:
+            raise ConfigError(f"{shown}: feeds.replay.instruments[{i}]: {key!r} is not listed in venues.yaml")
+    for feed, venue, symbols, field_name in (
+        ("drift", "drift", feeds.drift.markets, "markets"),
+        ("jupiter", "jupiter", feeds.jupiter.instruments, "instruments"),
+        ("raydium", "raydium", feeds.raydium.instruments, "instruments"),
+    ):
+        for i, symbol in enumerate(symbols):
+            if f"{venue}:{symbol}" not in keys:
+                raise ConfigError(f"{shown}: feeds.{feed}.{field_name}[{i}]: {symbol!r} is not listed on {venue} in venues.yaml")
+    for i, venue in enumerate(feeds.cex.venues):
+        cfg = config.venues.venues.get(venue)
+        if cfg is None or cfg.kind.value != "cex" or not cfg.ccxt_id:
+            raise ConfigError(f"{shown}: feeds.cex.venues[{i}]: {venue!r} is not a cex venue with a ccxt_id in venues.yaml")

@@ -315,3 +315,174 @@ class SimulationConfig(Strict):
                 "(a fill at the signal bar's close has no time to be late); set latency_ms: 0"
             )
         return self
+
+
+# --- market_data.yaml ---------------------------------------------------------------
+
+
+class BackoffConfig(Strict):
+    """Reconnect delays: ``initial_s``, doubling up to ``max_s``; reset after a session that
+    delivered events. A 429 with Retry-After waits what the venue asked instead."""
+
+    initial_s: PositiveFloat = 0.5
+    max_s: PositiveFloat = 30.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BackoffConfig:
+        if self.initial_s > self.max_s:
+            raise ValueError(f"initial_s ({self.initial_s}) exceeds max_s ({self.max_s})")
+        return self
+
+
+class FeedConfig(Strict):
+    """What every feed actor shares: whether it runs, how it retries, how it batches."""
+
+    enabled: bool = False
+    backoff: BackoffConfig = BackoffConfig()
+    request_timeout_s: PositiveFloat = 10.0
+    flush_interval_ms: Annotated[float, Field(gt=0, le=1000)] = Field(
+        5.0, description="at most one batch per interval to the MDS; an idle feed sends at once"
+    )
+    batch_max: Annotated[int, Field(ge=1)] = 5000
+    max_inflight: Annotated[int, Field(ge=1, le=64)] = Field(2, description="unacknowledged batches to the MDS")
+    num_cpus: Annotated[float, Field(ge=0)] = 0.0
+
+
+ReplayKind = Literal["quotes", "trades", "books", "funding", "bars"]
+
+
+class ReplayFeedConfig(FeedConfig):
+    """Recorded data from the lake, merged across series in event-time order."""
+
+    enabled: bool = True
+    speed: PositiveFloat | Literal["max"] = Field(
+        "max", description="1 = real time, 60 = a minute per second, max = as fast as possible"
+    )
+    start: str | None = None
+    end: str | None = None
+    instruments: list[str] | None = Field(None, description="venue:SYMBOL keys; null = every series in the lake")
+    kinds: list[ReplayKind] = ["quotes", "trades", "books", "funding", "bars"]
+    timeframe: str = Field("1m", pattern=r"^\d+[smhdw]$", description="bars_<timeframe> series to replay")
+    book_interval_ms: Annotated[float, Field(gt=0)] = 1000.0
+    book_depth: Annotated[int, Field(ge=1, le=200)] = 20
+
+
+class DriftFeedConfig(FeedConfig):
+    """Drift perps: oracle, mark and funding from the chain (driftpy), the book from the DLOB server.
+    The RPC endpoint comes from BOTMAIN_SOLANA_RPC_URL, else ``rpc_url``."""
+
+    env: Literal["mainnet", "devnet"] = "mainnet"
+    rpc_url: str = "https://api.mainnet-beta.solana.com"
+    dlob_url: str = "https://dlob.drift.trade"
+    markets: list[str] = Field(["SOL-PERP"], min_length=1, description="Botmain symbols listed on drift")
+    poll_interval_s: PositiveFloat = 1.0
+    book_depth: Annotated[int, Field(ge=1, le=100)] = 20
+
+
+class JupiterFeedConfig(FeedConfig):
+    """Jupiter swap quotes for configured sizes (base units) in both directions.
+    An API key, if any, comes from BOTMAIN_JUPITER_API_KEY."""
+
+    base_url: str = "https://api.jup.ag/swap/v1"
+    instruments: list[str] = Field(["SOL-USDC"], min_length=1, description="spot symbols listed on jupiter")
+    sizes: list[PositiveFloat] = Field([1.0, 10.0, 100.0], min_length=1)
+    slippage_bps: Annotated[int, Field(ge=0, le=10_000)] = 50
+    poll_interval_s: PositiveFloat = 2.0
+
+
+class RaydiumFeedConfig(FeedConfig):
+    """Raydium API v3: mint prices and pool state for the configured pools."""
+
+    api_url: str = "https://api-v3.raydium.io"
+    instruments: list[str] = Field(["SOL-USDC"], min_length=1, description="spot symbols listed on raydium")
+    poll_interval_s: PositiveFloat = 5.0
+
+
+class CexFeedConfig(FeedConfig):
+    """Centralised exchanges through ccxt: books, trades and (for perps) funding."""
+
+    venues: list[str] = Field(["binance", "binanceusdm"], min_length=1, description="cex venues in venues.yaml")
+    instruments: list[str] | None = Field(None, description="symbols; null = every listing on those venues")
+    book_depth: Annotated[int, Field(ge=1, le=1000)] = 20
+    poll_interval_s: PositiveFloat = 1.0
+    funding_interval_s: PositiveFloat = 60.0
+
+
+class SolanaFeedConfig(FeedConfig):
+    """Solana chain data: slots, program logs, recent prioritisation fees.
+    The RPC endpoint comes from BOTMAIN_SOLANA_RPC_URL, else ``rpc_url``; the websocket
+    endpoint is ``ws_url``, or derived from the RPC URL (https->wss, port+1 if explicit)."""
+
+    rpc_url: str = "https://api.mainnet-beta.solana.com"
+    ws_url: str | None = None
+    commitment: Literal["processed", "confirmed", "finalized"] = "confirmed"
+    programs: dict[str, str] = {
+        "drift": "dRiftyHA39MWEi3m9aunc5MzRF1JYuBsbn6VPcn33UH",
+        "jupiter": "JUP6LkbZbjS1jKKwapdHNy74zcZ3tLUZoi5QNyVTaV4",
+        "raydium_amm_v4": "675kPX9MHTjS2zt1qfr1NYHuzeLXfQM9H24wFSUt1Mp8",
+    }
+    priority_fee_interval_s: PositiveFloat = 10.0
+    priority_fee_accounts: list[str] = Field([], description="writable accounts whose fees to sample (max 128)")
+
+
+class NewsSourceConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    url: str
+    format: Literal["rss", "atom", "json"] = "rss"
+
+
+class NewsFeedConfig(FeedConfig):
+    sources: list[NewsSourceConfig] = []
+    poll_interval_s: PositiveFloat = 60.0
+    keywords: dict[str, list[str]] = Field(
+        {}, description="symbol -> extra words that tag a headline with it (the base asset always does)"
+    )
+
+
+class FeedsConfig(Strict):
+    replay: ReplayFeedConfig = ReplayFeedConfig()
+    drift: DriftFeedConfig = DriftFeedConfig()
+    jupiter: JupiterFeedConfig = JupiterFeedConfig()
+    raydium: RaydiumFeedConfig = RaydiumFeedConfig()
+    cex: CexFeedConfig = CexFeedConfig()
+    solana: SolanaFeedConfig = SolanaFeedConfig()
+    news: NewsFeedConfig = NewsFeedConfig()
+
+
+PersistedTable = Literal[
+    "quotes", "book_snapshots", "market_trades", "funding_rates", "bars", "chain_events", "news_items", "strategy_signals"
+]
+
+
+class PersistConfig(Strict):
+    """Writing what the MDS sees to PostgreSQL, off the hot path, with batched COPY."""
+
+    enabled: bool = True
+    tables: list[PersistedTable] = list(PersistedTable.__args__)  # type: ignore[attr-defined]
+    flush_interval_s: PositiveFloat = 1.0
+    batch_rows: Annotated[int, Field(ge=1)] = 50_000
+    max_pending_rows: Annotated[int, Field(ge=1)] = 2_000_000
+    book_interval_ms: Annotated[float, Field(ge=0)] = Field(
+        1000.0, description="store at most one book snapshot per instrument per interval (0 = all)"
+    )
+    retry_deadline_s: PositiveFloat = Field(10.0, description="one write's reconnect budget before it is re-queued")
+
+
+class MdsConfig(Strict):
+    clock: Literal["auto", "wall", "event"] = Field(
+        "auto", description="staleness clock; auto = event time while replay is the only feed, else wall time"
+    )
+    fanout_interval_ms: Annotated[float, Field(gt=0, le=1000)] = Field(
+        5.0, description="at most one batch per interval to each subscriber; an idle stream sends at once"
+    )
+    fanout_batch_max: Annotated[int, Field(ge=1)] = 5000
+    subscriber_max_pending: Annotated[int, Field(ge=1)] = 200_000
+    stale_check_interval_s: PositiveFloat = 0.5
+    bar_interval_s: Annotated[int, Field(ge=1)] = 60
+    num_cpus: Annotated[float, Field(ge=0)] = 0.0
+    persist: PersistConfig = PersistConfig()
+
+
+class MarketDataConfig(Strict):
+    mds: MdsConfig = MdsConfig()
+    feeds: FeedsConfig = FeedsConfig()
