@@ -1,0 +1,80 @@
+"""Bars built from the stream: OHLC from trades when the interval had any, else from
+quote mids; volume from trades (0 for a quote-built bar).
+
+A bar covers ``[open, open + interval)`` of event time and is emitted when an event for the
+same instrument at or after its end arrives, or when ``close_due`` finds it over (the
+staleness timer calls that with wall time for live feeds, so a quiet market still gets its
+bar). Bars replayed from the lake pass through the MDS unchanged and are not rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cluster.domain import Bar, Quote, Trade
+
+
+@dataclass(slots=True)
+class _Open:
+    start_ns: int
+    trade_ohlc: list[float] | None  # open, high, low, close
+    mid_ohlc: list[float] | None
+    volume: float
+
+
+class BarBuilder:
+    def __init__(self, interval_s: int) -> None:
+        self.interval_ns = interval_s * 1_000_000_000
+        self.interval_s = interval_s
+        self._open: dict[str, _Open] = {}
+
+    def on_trade(self, trade: Trade) -> Bar | None:
+        done, bar = self._bar_for(trade.instrument, trade.ts_ns)
+        p = trade.price
+        if bar.trade_ohlc is None:
+            bar.trade_ohlc = [p, p, p, p]
+        else:
+            o = bar.trade_ohlc
+            o[1] = max(o[1], p)
+            o[2] = min(o[2], p)
+            o[3] = p
+        bar.volume += trade.size
+        return done
+
+    def on_quote(self, quote: Quote) -> Bar | None:
+        done, bar = self._bar_for(quote.instrument, quote.ts_ns)
+        p = 0.5 * (quote.bid + quote.ask)
+        if bar.mid_ohlc is None:
+            bar.mid_ohlc = [p, p, p, p]
+        else:
+            o = bar.mid_ohlc
+            o[1] = max(o[1], p)
+            o[2] = min(o[2], p)
+            o[3] = p
+        return done
+
+    def close_due(self, now_ns: int) -> list[Bar]:
+        """Every open bar whose interval ended by ``now_ns``."""
+        out = []
+        for key, bar in list(self._open.items()):
+            if bar.start_ns + self.interval_ns <= now_ns:
+                del self._open[key]
+                out.append(self._finish(key, bar))
+        return out
+
+    def _bar_for(self, key: str, ts_ns: int) -> tuple[Bar | None, _Open]:
+        start = ts_ns - ts_ns % self.interval_ns
+        bar = self._open.get(key)
+        done = None
+        if bar is not None and bar.start_ns != start:
+            if start < bar.start_ns:
+                return None, bar  # a late event for a bar already past: folded into the open one
+            done = self._finish(key, bar)
+            bar = None
+        if bar is None:
+            bar = self._open[key] = _Open(start, None, None, 0.0)
+        return done, bar
+
+    def _finish(self, key: str, bar: _Open) -> Bar:
+        o, h, lo, c = bar.trade_ohlc if bar.trade_ohlc is not None else bar.mid_ohlc
+        return Bar(bar.start_ns, key, self.interval_s, o, h, lo, c, bar.volume)

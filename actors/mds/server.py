@@ -1,0 +1,265 @@
+"""The Market Data Server's logic: one place every feed publishes to.
+
+For each batch a feed publishes, in order: update the consolidated view (per-venue tops,
+books, funding, marks; the best bid and ask across venues that are not stale), build bars,
+note which venues spoke, queue rows for the store, and queue the events plus what they
+derived (best-price changes, finished bars, venue status changes) for every subscriber
+that wants them. Nothing in ``publish`` waits for a subscriber or for PostgreSQL.
+
+This class is plain asyncio so it can be driven directly in tests; ``actors.mds.actor``
+hosts it as the named Ray actor ``mds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from actors.latency import LatencyRecorder
+from actors.mds.bars import BarBuilder
+from actors.mds.consolidated import ConsolidatedView
+from actors.mds.fanout import Fanout, Subscription
+from actors.mds.metrics import NullMetrics
+from actors.mds.persistence import StorePersister
+from actors.mds.staleness import StalenessTracker
+from cluster.config import BotmainConfig
+from cluster.domain import Bar, FundingRate, L2Book, Quote, Trade
+from cluster.events import KIND_OF, EventBatch, MarkPrice, Signal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceStats:
+    events: int = 0
+    batches: int = 0
+    last_recv_ns: int = 0
+    pipeline_lag_s: float = 0.0  # receive - production of the batch's oldest event
+    event_age_s: float = 0.0  # receive - the newest event's own timestamp
+    rate: float = 0.0  # events/s over the last second
+    _window_events: int = 0
+    lag: LatencyRecorder = field(default_factory=lambda: LatencyRecorder(20_000))
+
+
+class MarketDataServer:
+    def __init__(
+        self,
+        config: BotmainConfig,
+        clock: str,
+        persister: StorePersister | None = None,
+        metrics: NullMetrics | None = None,
+    ) -> None:
+        md = config.market_data.mds
+        self.settings = md
+        self.view = ConsolidatedView()
+        self.bars = BarBuilder(md.bar_interval_s)
+        self.staleness = StalenessTracker({name: v.stale_after_s for name, v in config.venues.venues.items()}, clock)
+        self.metrics = metrics or NullMetrics()
+        self.fanout = Fanout(
+            md.fanout_batch_max, md.subscriber_max_pending, md.fanout_interval_ms / 1000.0, on_drop=self._subscriber_drop
+        )
+        self.persister = persister
+        self.sources: dict[str, SourceStats] = {}
+        self.started_ns = time.time_ns()
+        self._tasks: list[asyncio.Task] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._tick()))
+        if self.persister is not None:
+            self._tasks.append(loop.create_task(self.persister.run()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+
+    # --- the hot path -------------------------------------------------------------------
+
+    def publish(self, batch: EventBatch) -> int:
+        """Take a feed's batch; returns the number of events accepted."""
+        recv_ns = time.time_ns()
+        events = batch.events
+        if not events:
+            return 0
+        derived: list = []
+        venue_ts: dict[str, int] = {}
+        kinds: dict[str, int] = {}
+        persister = self.persister
+        for e in events:
+            t = type(e)
+            kind = KIND_OF.get(t)
+            if kind is None:
+                raise TypeError(f"{batch.source}: {t.__name__} is not a market-data event")
+            kinds[kind] = kinds.get(kind, 0) + 1
+            if t is Quote:
+                best = self.view.on_quote(e)
+                if best is not None:
+                    derived.append(best)
+                bar = self.bars.on_quote(e)
+                if bar is not None:
+                    derived.append(bar)
+            elif t is Trade:
+                bar = self.bars.on_trade(e)
+                if bar is not None:
+                    derived.append(bar)
+            elif t is L2Book:
+                best = self.view.on_book(e)
+                if best is not None:
+                    derived.append(best)
+            elif t is FundingRate:
+                self.view.on_funding(e)
+            elif t is MarkPrice:
+                self.view.on_mark(e)
+            instrument = getattr(e, "instrument", None)
+            if instrument is not None and t is not Signal:
+                venue = instrument.partition(":")[0]
+                if e.ts_ns > venue_ts.get(venue, 0):
+                    venue_ts[venue] = e.ts_ns
+            if persister is not None:
+                persister.accept(e)
+        for venue, ts in venue_ts.items():
+            self.staleness.seen(venue, ts)
+        if self.staleness.clock == "event":
+            derived.extend(self._venue_changes())
+        if persister is not None:
+            for bar in derived:
+                if type(bar) is Bar:
+                    persister.accept(bar)
+        self.fanout.add(events + derived if derived else events, batch.emitted_ns)
+        self._account(batch, recv_ns, kinds)
+        return len(events)
+
+    def publish_signal(self, signal: Signal) -> None:
+        self.publish(EventBatch([signal], time.time_ns(), f"signal:{signal.strategy}"))
+
+    def _account(self, batch: EventBatch, recv_ns: int, kinds: dict[str, int]) -> None:
+        source = batch.source or "unknown"
+        stats = self.sources.get(source)
+        if stats is None:
+            stats = self.sources[source] = SourceStats()
+        stats.events += len(batch)
+        stats._window_events += len(batch)
+        stats.batches += 1
+        stats.last_recv_ns = recv_ns
+        stats.pipeline_lag_s = (recv_ns - batch.emitted_ns) / 1e9
+        stats.lag.record(recv_ns - batch.emitted_ns, len(batch))
+        newest = getattr(batch.events[-1], "ts_ns", 0)
+        stats.event_age_s = (recv_ns - newest) / 1e9 if newest else 0.0
+        for kind, n in kinds.items():
+            self.metrics.events(source, kind, n)
+
+    def _venue_changes(self) -> list:
+        out: list = []
+        for change in self.staleness.check():
+            out.append(change)
+            out.extend(self.view.set_stale(change.venue, change.stale))
+            level = logging.WARNING if change.stale else logging.INFO
+            log.log(level, "venue %s is %s (silent %.1fs)", change.venue, "STALE" if change.stale else "back", change.silent_s)
+        return out
+
+    def _subscriber_drop(self, name: str, n: int) -> None:
+        self.metrics.dropped("subscriber", name, "slow_subscriber", n)
+
+    async def _tick(self) -> None:
+        """Once per interval: staleness on the wall clock, bars of quiet markets, rates, gauges."""
+        interval = self.settings.stale_check_interval_s
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            elapsed, last = now - last, now
+            if self.staleness.clock == "wall":
+                derived = self._venue_changes() + self.bars.close_due(time.time_ns())
+                if derived:
+                    if self.persister is not None:
+                        for e in derived:
+                            if type(e) is Bar:
+                                self.persister.accept(e)
+                    self.fanout.add(derived, time.time_ns())
+            for source, stats in self.sources.items():
+                stats.rate = stats._window_events / elapsed
+                stats._window_events = 0
+                self.metrics.rate(source, stats.rate)
+                self.metrics.pipeline_lag(source, stats.pipeline_lag_s)
+                self.metrics.event_age(source, stats.event_age_s)
+            silent = self.staleness.silent_s()
+            for venue, s in silent.items():
+                self.metrics.venue(venue, venue in self.staleness.stale, s)
+            if self.persister is not None:
+                self.metrics.store_pending(self.persister.pending)
+            for sub in self.fanout.subscriptions.values():
+                self.metrics.subscriber_pending(sub.name, len(sub.pending))
+
+    # --- subscribers and queries ----------------------------------------------------------
+
+    def subscribe(
+        self,
+        name: str,
+        deliver,
+        kinds: list[str] | None = None,
+        symbols: list[str] | None = None,
+        signals: list[str] | None = None,
+    ) -> dict:
+        """Add (or replace) a subscriber; returns the current consolidated best prices so it
+        starts from the present state rather than waiting for the next change."""
+        sub = Subscription(
+            name,
+            deliver,
+            frozenset(kinds) if kinds else None,
+            frozenset(symbols) if symbols else None,
+            frozenset(signals) if signals else None,
+        )
+        self.fanout.subscribe(sub)
+        log.info("subscriber %s: kinds=%s symbols=%s", name, kinds, symbols)
+        return {s: b for s, b in self.view.best.items() if sub.symbols is None or s in sub.symbols}
+
+    def unsubscribe(self, name: str) -> bool:
+        return self.fanout.unsubscribe(name)
+
+    def best(self, symbol: str):
+        return self.view.best.get(symbol)
+
+    def venue_tops(self, symbol: str) -> dict:
+        return {
+            venue: {"ts_ns": t.ts_ns, "bid": t.bid, "bid_size": t.bid_size, "ask": t.ask, "ask_size": t.ask_size}
+            for venue, t in self.view.tops.get(symbol, {}).items()
+        }
+
+    def status(self) -> dict:
+        silent = self.staleness.silent_s()
+        return {
+            "clock": self.staleness.clock,
+            "uptime_s": (time.time_ns() - self.started_ns) / 1e9,
+            "event_time_ns": self.staleness.event_now,
+            "sources": {
+                name: {
+                    "events": s.events,
+                    "batches": s.batches,
+                    "events_per_s": s.rate,
+                    "pipeline_lag_s": s.pipeline_lag_s,
+                    "pipeline_lag": s.lag.percentiles(),
+                    "event_age_s": s.event_age_s,
+                }
+                for name, s in self.sources.items()
+            },
+            "venues": {
+                v: {"stale": v in self.staleness.stale, "silent_s": silent[v]} for v in sorted(silent)
+            },
+            "best": {
+                s: {"bid": b.bid, "bid_venue": b.bid_venue, "ask": b.ask, "ask_venue": b.ask_venue, "ts_ns": b.ts_ns}
+                for s, b in sorted(self.view.best.items())
+            },
+            "funding": {k: {"rate": f.rate, "interval_s": f.interval_s, "ts_ns": f.ts_ns} for k, f in sorted(self.view.funding.items())},
+            "subscribers": [s.status() for s in self.fanout.subscriptions.values()],
+            "store": self.persister.status() if self.persister is not None else None,
+        }

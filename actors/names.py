@@ -1,0 +1,12 @@
+"""Names of Botmain's named Ray actors; they show under these in the Ray dashboard."""
+
+NAMESPACE = "botmain"
+MDS = "mds"
+
+
+def feed_actor(feed: str) -> str:
+    return f"feed:{feed}"
+
+
+def strategy_actor(strategy: str) -> str:
+    return f"strategy:{strategy}"

@@ -1,0 +1,114 @@
+"""Launch, inspect and stop the market-data actors on a running Ray cluster.
+
+``start_market_data`` creates the MDS and one actor per enabled feed as named, detached
+actors in namespace ``botmain`` (so they outlive the ``botmain`` command that started them
+and show by name in the Ray dashboard's Actors view). The caller must be connected to the
+cluster (``ray.init(address=..., namespace="botmain")``).
+"""
+
+from __future__ import annotations
+
+import ray
+
+from actors import names
+from actors.feeds import FEEDS
+from cluster.config import BotmainConfig
+
+
+class TopologyError(RuntimeError):
+    pass
+
+
+def enabled_feeds(config: BotmainConfig) -> list[str]:
+    return [name for name in FEEDS if getattr(config.market_data.feeds, name).enabled]
+
+
+def resolve_clock(config: BotmainConfig, feeds: list[str]) -> str:
+    clock = config.market_data.mds.clock
+    if clock != "auto":
+        return clock
+    return "event" if feeds == ["replay"] else "wall"
+
+
+def _get(name: str):
+    try:
+        return ray.get_actor(name, namespace=names.NAMESPACE)
+    except ValueError:
+        return None
+
+
+def start_market_data(config: BotmainConfig, dsn: str | None, feeds: list[str] | None = None) -> dict:
+    """Start the MDS (if not running) and the given feeds (default: the enabled ones)."""
+    from actors.feeds.actor import FeedActor
+    from actors.mds.actor import MdsActor
+
+    feeds = list(feeds) if feeds is not None else enabled_feeds(config)
+    unknown = [f for f in feeds if f not in FEEDS]
+    if unknown:
+        raise TopologyError(f"unknown feed(s) {', '.join(unknown)} (known: {', '.join(FEEDS)})")
+    mds = _get(names.MDS)
+    if mds is None:
+        mds = MdsActor.options(
+            name=names.MDS,
+            namespace=names.NAMESPACE,
+            lifetime="detached",
+            num_cpus=config.market_data.mds.num_cpus,
+            max_concurrency=1000,
+        ).remote(config, dsn, resolve_clock(config, feeds))
+    ray.get(mds.start.remote())
+    started = {}
+    for feed in feeds:
+        name = names.feed_actor(feed)
+        actor = _get(name)
+        if actor is None:
+            settings = getattr(config.market_data.feeds, feed)
+            actor = FeedActor.options(
+                name=name,
+                namespace=names.NAMESPACE,
+                lifetime="detached",
+                num_cpus=settings.num_cpus,
+                max_concurrency=1000,
+            ).remote(feed, config)
+        started[feed] = ray.get(actor.start.remote())
+    return started
+
+
+def stop_market_data(timeout_s: float = 30.0) -> list[str]:
+    """Stop every feed actor, then the MDS (which stores what it still holds); returns the
+    names of the actors stopped."""
+    stopped = []
+    for feed in FEEDS:
+        actor = _get(names.feed_actor(feed))
+        if actor is not None:
+            _stop(actor, timeout_s)
+            stopped.append(names.feed_actor(feed))
+    mds = _get(names.MDS)
+    if mds is not None:
+        _stop(mds, timeout_s)
+        stopped.append(names.MDS)
+    return stopped
+
+
+def _stop(actor, timeout_s: float) -> None:
+    try:
+        ray.get(actor.stop.remote(), timeout=timeout_s)
+    except Exception:  # a dead or hung actor is killed all the same
+        pass
+    ray.kill(actor)
+
+
+def market_data_status(timeout_s: float = 10.0) -> dict | None:
+    """The MDS's status and every feed actor's health, or None if the MDS is not running."""
+    mds = _get(names.MDS)
+    if mds is None:
+        return None
+    status = ray.get(mds.status.remote(), timeout=timeout_s)
+    status["feeds"] = {}
+    for feed in FEEDS:
+        actor = _get(names.feed_actor(feed))
+        if actor is not None:
+            try:
+                status["feeds"][feed] = ray.get(actor.health.remote(), timeout=timeout_s)
+            except Exception as exc:
+                status["feeds"][feed] = {"feed": feed, "state": "unreachable", "last_error": str(exc)}
+    return status
