@@ -13,7 +13,10 @@ import click
 from cluster.config import BotmainConfig, ConfigError, load_config, mask_dsn
 
 RANK_BY = click.Choice(["sharpe", "total_return", "calmar", "sortino"])  # simulation.yaml's sweep.rank_by
-TABLES_SHOWN = ("instruments", "bars", "funding_rates", "quotes", "market_trades", "book_snapshots", "trading_pairs")
+TABLES_SHOWN = (
+    "instruments", "bars", "funding_rates", "quotes", "market_trades", "book_snapshots", "trading_pairs",
+    "chain_events", "news_items", "strategy_signals",
+)
 
 
 def _config() -> BotmainConfig:
@@ -37,11 +40,16 @@ def main() -> None:
       botmain sweep --strategy sol_ema_cross --grid fast=5:55:2 slow=20:220:8
                                   a parameter sweep as a Ray job; results in PostgreSQL
       botmain runs [show RUN_ID]  stored sweeps and their leaderboards
+      botmain mds start           the Market Data Server and its feeds (replay by default)
       botmain down                stop Ray and the embedded store
 
     Configuration is read from configs/*.yaml (or $BOTMAIN_CONFIG_DIR); secrets from
     BOTMAIN_* environment variables, e.g. BOTMAIN_PG_DSN to use your own PostgreSQL.
     """
+    from cluster import runtime
+
+    # Ray reads its auth mode once, at import: set it before any command imports Ray.
+    runtime.enable_token_auth(create=False)
 
 
 @main.command()
@@ -107,6 +115,7 @@ class Status:
     lake_series: int = 0
     lake_rows: int = 0
     table_rows: dict[str, int] = field(default_factory=dict)
+    market_data: dict | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -148,6 +157,15 @@ def collect_status(config: BotmainConfig) -> Status:
             st.store_reachable = True
         except Exception as exc:  # any failure to reach it is what status reports
             st.errors.append(f"store: {type(exc).__name__}: {exc}")
+    if st.ray_running:
+        try:
+            from actors.topology import market_data_status
+            from cluster.cli_market_data import connect_ray
+
+            connect_ray(config)
+            st.market_data = market_data_status()
+        except Exception as exc:  # status reports what it cannot reach
+            st.errors.append(f"market data: {type(exc).__name__}: {exc}")
     lake = Lake(config.lake_root)
     st.lake_root = str(config.lake_root)
     summary = lake.summary() if config.lake_root.exists() else []
@@ -162,7 +180,7 @@ def status(as_json: bool) -> None:
     config = _config()
     st = collect_status(config)
     if as_json:
-        click.echo(json.dumps(asdict(st)))
+        click.echo(json.dumps(asdict(st), default=str))
         return
     if st.ray_running:
         click.echo(f"ray        {st.nodes} node(s), {st.cpus:g} CPU(s), head {st.gcs_address}")
@@ -180,6 +198,11 @@ def status(as_json: bool) -> None:
     click.echo(f"lake       {st.lake_root}  ({st.lake_series} series, {st.lake_rows:,} rows)")
     for table, rows in st.table_rows.items():
         click.echo(f"  {table:<16} {rows:>12,} rows")
+    if st.ray_running:
+        from cluster.cli_market_data import render_status
+
+        for line in render_status(st.market_data):
+            click.echo(line)
     for err in st.errors:
         click.echo(f"error      {err}", err=True)
 
@@ -394,3 +417,8 @@ def _with_store(query, config: BotmainConfig | None = None):
             await conn.close()
 
     return asyncio.run(go())
+
+
+from cluster.cli_market_data import mds  # noqa: E402  (the group needs `main` defined first)
+
+main.add_command(mds)

@@ -1,0 +1,213 @@
+"""Market Data Server throughput and latency, beside raw Ray actor calls, same run.
+
+Data: the sample's Binance BTCUSDT recordings of 2024-08-08 (spot and USD-M: recorded top
+of book, trades, and the depth stream rebuilt into 1 s L2 snapshots of 20 levels), ingested
+into a temporary lake: about 126,000 events over six minutes of market time.
+
+Pipeline: the replay feed actor -> the MDS actor (consolidated best prices, staleness,
+bars, persistence into an embedded PostgreSQL 16 with batched COPY) -> one subscribed
+strategy actor (``StrategyHost`` hosting ``ema_cross``, receiving quotes, trades and books).
+Three Ray processes on a local cluster with 2 CPUs.
+
+* end to end, as fast as possible: events received by the strategy / (its last receipt -
+  the production time of the first event). Run twice: with persistence and without.
+* paced at 10,000 events/s (the replay speed that gives that average rate): latency from
+  the moment the feed produced an event to the strategy's receipt, p50/p99/max. Each batch
+  is timed from its *oldest* event, so every event's latency is bounded from above.
+* reference, measured in the same run: raw Ray actor calls to a no-op async actor with the
+  same payload size as one event, (a) one at a time, awaited (round-trip rate and
+  latency), (b) pipelined, 20,000 in flight (the most calls/s Ray itself does here).
+
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+from actors import names, topology  # noqa: E402
+from actors.strategy_host import StrategyHost  # noqa: E402
+from cluster.config import load_config  # noqa: E402
+from cluster.config.models import LakeConfig  # noqa: E402
+from cluster.domain import Quote  # noqa: E402
+from cluster.lake import Lake  # noqa: E402
+from cluster.store.embedded import EmbeddedPostgres  # noqa: E402
+from cluster.store.migrations import migrate  # noqa: E402
+from jobs.ingest.formats import read_file  # noqa: E402
+from jobs.ingest.naming import InstrumentResolver  # noqa: E402
+
+SAMPLE = ROOT / "data" / "sample" / "hftbacktest"
+FILES = [SAMPLE / "usdm" / "btcusdt_20240808.gz", SAMPLE / "spot" / "btcusdt_20240808.gz"]
+INSTRUMENTS = ["binanceusdm:BTC-PERP", "binance:BTC-USDT"]
+KINDS = ["quotes", "trades", "books"]
+PACED_RATE = 10_000.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@ray.remote
+class Noop:
+    async def call(self, payload) -> None:
+        return None
+
+
+def raw_actor_calls() -> dict:
+    actor = Noop.options(num_cpus=0).remote()
+    payload = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
+    ray.get([actor.call.remote(payload) for _ in range(500)])  # warm up
+    n = 3000
+    lat = np.empty(n)
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        ray.get(actor.call.remote(payload))
+        lat[i] = time.perf_counter() - t
+    sequential = n / (time.perf_counter() - t0)
+    n = 20_000
+    t0 = time.perf_counter()
+    ray.get([actor.call.remote(payload) for _ in range(n)])
+    pipelined = n / (time.perf_counter() - t0)
+    ray.kill(actor)
+    return {
+        "raw_calls_per_s_sequential": sequential,
+        "raw_call_p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "raw_call_p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "raw_calls_per_s_pipelined": pipelined,
+    }
+
+
+def run_pipeline(config, dsn: str | None, speed) -> dict:
+    replay = config.market_data.feeds.replay.model_copy(
+        update={"speed": speed, "instruments": INSTRUMENTS, "kinds": KINDS}
+    )
+    md = config.market_data.model_copy(update={"feeds": config.market_data.feeds.model_copy(update={"replay": replay})})
+    config = dataclasses.replace(config, market_data=md)
+    topology.start_market_data(config, dsn, feeds=[])
+    host = StrategyHost.options(name=names.strategy_actor("bench"), namespace=names.NAMESPACE, num_cpus=0).remote(
+        "bench", "ema_cross", None, ["quote", "trade", "book"]
+    )
+    ray.get(host.start.remote())
+    topology.start_market_data(config, dsn, feeds=["replay"])
+    feed = ray.get_actor(names.feed_actor("replay"), namespace=names.NAMESPACE)
+    health = ray.get(feed.wait_finished.remote())
+    mds = ray.get_actor(names.MDS, namespace=names.NAMESPACE)
+    ray.get(mds.drain.remote())
+    stats = ray.get(host.stats.remote())
+    ray.get(mds.flush_store.remote())
+    status = ray.get(mds.status.remote())
+    topology.stop_market_data()
+    ray.kill(host)
+    if health["state"] != "finished" or stats["events"] != health["events"]:
+        raise SystemExit(f"pipeline lost events: feed {health}, strategy {stats}")
+    span = (stats["last_recv_ns"] - stats["first_emitted_ns"]) / 1e9
+    store = status.get("store") or {}
+    return {
+        "events": stats["events"],
+        "seconds": span,
+        "events_per_s": stats["events"] / span,
+        "p50_ms": stats["latency"]["p50_ms"],
+        "p99_ms": stats["latency"]["p99_ms"],
+        "max_ms": stats["latency"]["max_ms"],
+        "batches": stats["batches"],
+        "stored_rows": sum(t["written"] for t in store.get("tables", {}).values()),
+        "dropped": sum(t["dropped"] for t in store.get("tables", {}).values()),
+        "feed_to_mds": status["sources"]["replay"]["pipeline_lag"],
+    }
+
+
+def main() -> None:
+    base = Path(tempfile.mkdtemp(prefix="botmain-bench-mds-"))
+    pg = EmbeddedPostgres(base / "pg", port=free_port(), database="bench", settings={"fsync": "off"})
+    try:
+        config = load_config()
+        config = dataclasses.replace(config, store=config.store.model_copy(update={"lake": LakeConfig(root=str(base / "lake"))}))
+        lake = Lake(config.lake_root)
+        resolver = InstrumentResolver(config)
+        for path in FILES:
+            for series in read_file(path, resolver, None).series:
+                lake.write(series.kind, series.instrument.venue, series.instrument.symbol, series.table)
+        dsn = pg.start()
+        import asyncio
+
+        import asyncpg
+
+        async def prepare():
+            conn = await asyncpg.connect(dsn)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
+
+        asyncio.run(prepare())
+
+        ray.init(num_cpus=2, include_dashboard=False, namespace=names.NAMESPACE, log_to_driver=False)
+        raw = raw_actor_calls()
+        # Event-time span of the data, for the pacing: speed = target rate / recorded rate.
+        from actors.feeds.replay import ReplayFeed
+
+        probe = ReplayFeed(config, config.market_data.feeds.replay.model_copy(update={"instruments": INSTRUMENTS, "kinds": KINDS}))
+        ts = probe.load()[0]
+        recorded_rate = len(ts) / ((ts[-1] - ts[0]) / 1e9)
+        speed = PACED_RATE / recorded_rate
+
+        max_store = run_pipeline(config, dsn, "max")
+        max_nostore = run_pipeline(config, None, "max")
+        paced = run_pipeline(config, dsn, speed)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        pg.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+    best = max(max_store["events_per_s"], max_nostore["events_per_s"])
+    rows = [
+        ("end to end, max speed, with store", f"{max_store['events_per_s']:,.0f} events/s", f"{max_store['events']:,} events in {max_store['seconds']:.2f} s, {max_store['batches']} batches, {max_store['stored_rows']:,} rows stored"),
+        ("end to end, max speed, no store", f"{max_nostore['events_per_s']:,.0f} events/s", f"{max_nostore['events']:,} events in {max_nostore['seconds']:.2f} s"),
+        (f"paced at {PACED_RATE:,.0f} events/s (speed {speed:.1f}x)", f"{paced['events_per_s']:,.0f} events/s", f"latency p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms, max {paced['max_ms']:.2f} ms"),
+        ("raw Ray actor calls, one at a time", f"{raw['raw_calls_per_s_sequential']:,.0f} calls/s", f"round trip p50 {raw['raw_call_p50_ms']:.2f} ms, p99 {raw['raw_call_p99_ms']:.2f} ms"),
+        ("raw Ray actor calls, pipelined", f"{raw['raw_calls_per_s_pipelined']:,.0f} calls/s", "20,000 calls in flight"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measurement':<{width}}  {'rate':>18}  detail")
+    for name, rate, detail in rows:
+        print(f"{name:<{width}}  {rate:>18}  {detail}")
+    ratio = best / raw["raw_calls_per_s_pipelined"]
+    print(f"\nevents/s end to end over raw pipelined actor calls/s: {ratio:.1f}x (batching); "
+          f"targets: >= 50,000 events/s end to end, p99 < 20 ms at 10,000 events/s")
+    figures = {
+        "events": max_store["events"],
+        "e2e_events_per_s_with_store": max_store["events_per_s"],
+        "e2e_events_per_s_no_store": max_nostore["events_per_s"],
+        "e2e_max_speed_p99_ms": max_store["p99_ms"],
+        "stored_rows": max_store["stored_rows"],
+        "paced_target_events_per_s": PACED_RATE,
+        "paced_speed": speed,
+        "paced_events_per_s": paced["events_per_s"],
+        "paced_p50_ms": paced["p50_ms"],
+        "paced_p99_ms": paced["p99_ms"],
+        "paced_max_ms": paced["max_ms"],
+        **raw,
+        "e2e_over_raw_pipelined": ratio,
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
