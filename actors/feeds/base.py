@@ -31,7 +31,16 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
-from actors.feeds.errors import FeedConfigError, FeedError, FeedTimeout, RateLimited, StreamDropped, VenueUnavailable
+from actors.feeds.errors import (
+    FeedConfigError,
+    FeedError,
+    FeedTimeout,
+    RateLimited,
+    StreamDropped,
+    VenueRejected,
+    VenueUnavailable,
+)
+from actors.feeds.http import retry_after_seconds
 from cluster.config import BotmainConfig
 from cluster.config.models import FeedConfig
 from cluster.events import EventBatch
@@ -205,10 +214,17 @@ def classify(exc: BaseException) -> FeedError:
     if isinstance(exc, (aiohttp.ClientError, ConnectionError, OSError)):
         return VenueUnavailable(f"{type(exc).__name__}: {exc}")
     try:
-        from websockets.exceptions import ConnectionClosed
+        from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
         if isinstance(exc, ConnectionClosed):
             return StreamDropped(f"websocket closed: {exc}")
+        if isinstance(exc, InvalidStatusCode):  # the HTTP upgrade was refused
+            status = exc.status_code
+            if status == 429:
+                return RateLimited(f"websocket upgrade: HTTP 429", retry_after_seconds(exc.headers.get("Retry-After")))
+            if status >= 500:
+                return VenueUnavailable(f"websocket upgrade: HTTP {status}")
+            return VenueRejected(f"websocket upgrade: HTTP {status}", status=status)
     except ImportError:  # pragma: no cover - websockets ships with the stack
         pass
     error = FeedError(f"unexpected {type(exc).__name__}: {exc}")
