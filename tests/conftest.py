@@ -169,3 +169,44 @@ def lake_config(session_config_dir: Path) -> BotmainConfig:
         for series in read_file(path, resolver, None).series:
             lake.write(series.kind, series.instrument.venue, series.instrument.symbol, series.table)
     return config
+
+
+SAMPLE_RECORDINGS = [
+    SAMPLE / "hftbacktest/usdm/btcusdt_20240808.gz",
+    SAMPLE / "hftbacktest/spot/btcusdt_20240808.gz",
+    SAMPLE / "hftbacktest/hyperliquid/btcusd_20250126.gz",
+]
+
+
+@pytest.fixture(scope="session")
+def replay_config(session_config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> BotmainConfig:
+    """The session configuration with its own lake holding the sample's three L2 recordings
+    (Binance USD-M and spot BTCUSDT 2024-08-08, Hyperliquid BTC 2025-01-26: quotes, trades,
+    book updates) and the Drift SOL-PERP funding series."""
+    import dataclasses
+
+    from cluster.config.models import LakeConfig
+    from cluster.lake import Lake
+    from jobs.ingest.formats import read_file
+    from jobs.ingest.naming import InstrumentResolver
+
+    config = load_config(session_config_dir)
+    root = tmp_path_factory.mktemp("replay-lake")
+    config = dataclasses.replace(config, store=config.store.model_copy(update={"lake": LakeConfig(root=str(root))}))
+    lake = Lake(config.lake_root)
+    resolver = InstrumentResolver(config)
+    for path in (*SAMPLE_RECORDINGS, SAMPLE_FUNDING):
+        for series in read_file(path, resolver, None).series:
+            lake.write(series.kind, series.instrument.venue, series.instrument.symbol, series.table)
+    return config
+
+
+def with_replay(config: BotmainConfig, **settings) -> BotmainConfig:
+    """``config`` with the replay feed's settings changed (validated)."""
+    import dataclasses
+
+    from cluster.config.models import ReplayFeedConfig
+
+    replay = ReplayFeedConfig.model_validate({**config.market_data.feeds.replay.model_dump(), **settings})
+    feeds = config.market_data.feeds.model_copy(update={"replay": replay})
+    return dataclasses.replace(config, market_data=config.market_data.model_copy(update={"feeds": feeds}))

@@ -133,8 +133,8 @@ def test_a_silent_venue_goes_stale_leaves_the_best_price_and_comes_back(config):
     assert server.best("SOL-PERP").bid_venue == "drift"
     assert "drift" not in server.staleness.stale
     # the subscriber saw the switch away from drift and back
-    venues = [b.bid_venue for b in sink.of(BestPrice)]
-    assert venues[-2:] == ["binanceusdm", "drift"]
+    venues = [(b.bid_venue, b.bid) for b in sink.of(BestPrice)]
+    assert venues[-2:] == [("binanceusdm", 150.01), ("drift", 150.11)]  # back with its fresh quote only
 
 
 def test_wall_clock_staleness_is_found_by_the_timer_with_no_new_events(config):

@@ -1,7 +1,7 @@
 """The consolidated view: per symbol, each venue's top of book and the best across venues.
 
 A venue's top comes from its quotes and from the top level of its books, whichever is
-newer. The best bid is the highest bid of any venue that is not stale (ties go to the
+newer; a venue that goes stale is dropped until it quotes again. The best bid is the highest bid of any venue that is not stale (ties go to the
 larger size, then to the venue seen first), the best ask the lowest ask likewise. A best
 price is recomputed only for the symbol an event touched, over that symbol's few venues.
 """
@@ -32,15 +32,21 @@ class ConsolidatedView:
         self.best: dict[str, BestPrice] = {}
         self._stale: set[str] = set()
 
-    def set_stale(self, venue: str, stale: bool) -> list[BestPrice]:
-        """Mark a venue (in)eligible; returns the best prices that changed because of it."""
+    def set_stale(self, venue: str, stale: bool, ts_ns: int) -> list[BestPrice]:
+        """Mark a venue (in)eligible at ``ts_ns``; returns the best prices that changed.
+
+        A venue going stale also forgets its tops: they are older than its silence, so when
+        it speaks again it re-enters the best price with fresh quotes only."""
         if stale == (venue in self._stale):
             return []
-        (self._stale.add if stale else self._stale.discard)(venue)
+        if not stale:
+            self._stale.discard(venue)
+            return []
+        self._stale.add(venue)
         changed = []
         for symbol, venues in self.tops.items():
-            if venue in venues:
-                update = self._recompute(symbol, max(t.ts_ns for t in venues.values()))
+            if venues.pop(venue, None) is not None:
+                update = self._recompute(symbol, ts_ns)
                 if update is not None:
                     changed.append(update)
         return changed

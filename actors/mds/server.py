@@ -26,7 +26,7 @@ from actors.mds.persistence import StorePersister
 from actors.mds.staleness import StalenessTracker
 from cluster.config import BotmainConfig
 from cluster.domain import Bar, FundingRate, L2Book, Quote, Trade
-from cluster.events import KIND_OF, EventBatch, MarkPrice, Signal
+from cluster.events import KIND_OF, EventBatch, MarkPrice, Signal, VenueStatus
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,25 @@ class MarketDataServer:
         if not events:
             return 0
         derived: list = []
-        venue_ts: dict[str, int] = {}
         kinds: dict[str, int] = {}
         persister = self.persister
+        staleness = self.staleness
+        event_clock = staleness.clock == "event"
         for e in events:
             t = type(e)
             kind = KIND_OF.get(t)
             if kind is None:
                 raise TypeError(f"{batch.source}: {t.__name__} is not a market-data event")
             kinds[kind] = kinds.get(kind, 0) + 1
+            instrument = getattr(e, "instrument", None)
+            if instrument is not None and t is not Signal:
+                # Venue state first, so this event's best price already excludes (or again
+                # includes) the right venues.
+                if event_clock and e.ts_ns > staleness.horizon:
+                    derived.extend(self._went_stale(staleness.check(e.ts_ns)))
+                back = staleness.seen(instrument.partition(":")[0], e.ts_ns if event_clock else recv_ns)
+                if back is not None:
+                    derived.extend(self._came_back(back))
             if t is Quote:
                 best = self.view.on_quote(e)
                 if best is not None:
@@ -108,10 +118,14 @@ class MarketDataServer:
                 bar = self.bars.on_quote(e)
                 if bar is not None:
                     derived.append(bar)
+                    if persister is not None:
+                        persister.accept(bar)
             elif t is Trade:
                 bar = self.bars.on_trade(e)
                 if bar is not None:
                     derived.append(bar)
+                    if persister is not None:
+                        persister.accept(bar)
             elif t is L2Book:
                 best = self.view.on_book(e)
                 if best is not None:
@@ -120,21 +134,8 @@ class MarketDataServer:
                 self.view.on_funding(e)
             elif t is MarkPrice:
                 self.view.on_mark(e)
-            instrument = getattr(e, "instrument", None)
-            if instrument is not None and t is not Signal:
-                venue = instrument.partition(":")[0]
-                if e.ts_ns > venue_ts.get(venue, 0):
-                    venue_ts[venue] = e.ts_ns
             if persister is not None:
                 persister.accept(e)
-        for venue, ts in venue_ts.items():
-            self.staleness.seen(venue, ts)
-        if self.staleness.clock == "event":
-            derived.extend(self._venue_changes())
-        if persister is not None:
-            for bar in derived:
-                if type(bar) is Bar:
-                    persister.accept(bar)
         self.fanout.add(events + derived if derived else events, batch.emitted_ns)
         self._account(batch, recv_ns, kinds)
         return len(events)
@@ -158,14 +159,17 @@ class MarketDataServer:
         for kind, n in kinds.items():
             self.metrics.events(source, kind, n)
 
-    def _venue_changes(self) -> list:
+    def _went_stale(self, changes: list[VenueStatus]) -> list:
         out: list = []
-        for change in self.staleness.check():
+        for change in changes:
             out.append(change)
-            out.extend(self.view.set_stale(change.venue, change.stale))
-            level = logging.WARNING if change.stale else logging.INFO
-            log.log(level, "venue %s is %s (silent %.1fs)", change.venue, "STALE" if change.stale else "back", change.silent_s)
+            out.extend(self.view.set_stale(change.venue, True, change.ts_ns))
+            log.warning("venue %s is STALE (silent %.1fs)", change.venue, change.silent_s)
         return out
+
+    def _came_back(self, change: VenueStatus) -> list:
+        log.info("venue %s is back after %.1fs", change.venue, change.silent_s)
+        return [change, *self.view.set_stale(change.venue, False, change.ts_ns)]
 
     def _subscriber_drop(self, name: str, n: int) -> None:
         self.metrics.dropped("subscriber", name, "slow_subscriber", n)
@@ -179,7 +183,7 @@ class MarketDataServer:
             now = time.monotonic()
             elapsed, last = now - last, now
             if self.staleness.clock == "wall":
-                derived = self._venue_changes() + self.bars.close_due(time.time_ns())
+                derived = self._went_stale(self.staleness.check()) + self.bars.close_due(time.time_ns())
                 if derived:
                     if self.persister is not None:
                         for e in derived:
