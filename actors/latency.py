@@ -18,15 +18,17 @@ class LatencyRecorder:
     """Per-batch latencies, weighted by the batch's event count for percentiles."""
 
     def __init__(self, capacity: int = LATENCY_SAMPLES) -> None:
-        self.samples: deque[tuple[int, int]] = deque(maxlen=capacity)
+        self.samples: deque[tuple[int, int, int]] = deque(maxlen=capacity)  # (at, latency, events)
 
-    def record(self, latency_ns: int, events: int) -> None:
-        self.samples.append((latency_ns, events))
+    def record(self, latency_ns: int, events: int, at_ns: int = 0) -> None:
+        self.samples.append((at_ns, latency_ns, events))
 
-    def percentiles(self, qs=(50, 99)) -> dict[str, float]:
-        if not self.samples:
+    def percentiles(self, qs=(50, 99), since_ns: int = 0) -> dict[str, float]:
+        """Event-weighted percentiles in ms, over batches recorded at or after ``since_ns``."""
+        rows = [s for s in self.samples if s[0] >= since_ns] if since_ns else list(self.samples)
+        if not rows:
             return {f"p{q}_ms": float("nan") for q in qs} | {"max_ms": float("nan")}
-        arr = np.array(self.samples, dtype=np.float64)
+        arr = np.array(rows, dtype=np.float64)[:, 1:]
         order = np.argsort(arr[:, 0])
         lat, weight = arr[order, 0], arr[order, 1]
         cum = np.cumsum(weight) / weight.sum()

@@ -2,6 +2,7 @@
 
 NAMESPACE = "botmain"
 MDS = "mds"
+MDS_STORE = "mds-store"  # the MDS's PostgreSQL writer
 
 
 def feed_actor(feed: str) -> str:

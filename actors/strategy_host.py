@@ -12,6 +12,7 @@ risk checks to execution is the execution server's job, not this actor's.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 
@@ -59,6 +60,7 @@ class StrategyHost:
         me = ray.get_runtime_context().current_actor
         snapshot = await self.mds.subscribe.remote(self.name, me, **self.subscription)
         self.best.update(snapshot)
+        gc.freeze()  # see actors/__init__.py: keep startup objects out of the collector's walks
         return {"subscribed": self.name, "best": len(snapshot)}
 
     async def on_market_data(self, batch: EventBatch) -> None:
@@ -67,7 +69,7 @@ class StrategyHost:
             self.first_recv_ns = now
             self.first_emitted_ns = batch.emitted_ns
         self.last_recv_ns = now
-        self.latency.record(now - batch.emitted_ns, len(batch.events))
+        self.latency.record(now - batch.emitted_ns, len(batch.events), now)
         self.batches += 1
         self.events += len(batch.events)
         counts = self.counts
@@ -118,6 +120,11 @@ class StrategyHost:
             "stale_venues": sorted(self.stale_venues),
             "intents_total": self.intents_total,
         }
+
+    async def latency_since(self, since_ns: int) -> dict[str, float]:
+        """Latency percentiles over the batches received at or after ``since_ns`` (wall ns):
+        steady state, without the first calls' warm-up."""
+        return self.latency.percentiles(since_ns=since_ns)
 
     async def best_prices(self) -> dict:
         return dict(self.best)

@@ -84,8 +84,11 @@ def stop_market_data(timeout_s: float = 30.0) -> list[str]:
             stopped.append(names.feed_actor(feed))
     mds = _get(names.MDS)
     if mds is not None:
-        _stop(mds, timeout_s)
+        _stop(mds, timeout_s)  # it drains its rows into the store writer and stops that too
         stopped.append(names.MDS)
+    writer = _get(names.MDS_STORE)
+    if writer is not None:  # left behind by an MDS that died
+        _stop(writer, timeout_s)
     return stopped
 
 

@@ -13,6 +13,7 @@ import pytest
 from actors.mds.bars import BarBuilder
 from actors.mds.fanout import Fanout, Subscription
 from actors.mds.persistence import StorePersister, make_writer_factory
+from actors.mds.rows import RowBuffer
 from actors.mds.server import MarketDataServer
 from cluster.config import load_config
 from cluster.config.models import PersistConfig
@@ -291,18 +292,23 @@ def _every_kind(n: int = 3) -> list:
     return events
 
 
+def _rows(events: list, ids: dict[str, int], settings: PersistConfig) -> dict:
+    buffer = RowBuffer(ids, settings)
+    for e in events:
+        buffer.accept(e)
+    return buffer.take()
+
+
 def test_every_persisted_kind_lands_once_even_when_sent_twice(dsn: str):
     ids = _ids(dsn)
     settings = PersistConfig(book_interval_ms=0)
 
     async def go():
-        persister = StorePersister(make_writer_factory(dsn, settings), ids, settings)
+        persister = StorePersister(make_writer_factory(dsn, settings), settings)
         writer = make_writer_factory(dsn, settings)()
-        for e in _every_kind():
-            persister.accept(e)
+        persister.add(_rows(_every_kind(), ids, settings))
         first = await persister.flush(writer)
-        for e in _every_kind():  # a replay of data already stored
-            persister.accept(e)
+        persister.add(_rows(_every_kind(), ids, settings))  # a replay of data already stored
         second = await persister.flush(writer)
         await writer.close()
         return persister, first, second
@@ -315,64 +321,106 @@ def test_every_persisted_kind_lands_once_even_when_sent_twice(dsn: str):
     assert all(t.dropped == 0 for t in persister.tables.values())
 
 
-def test_a_dead_store_never_blocks_accept_queues_then_drops_counted_and_recovers_exactly_once(dsn: str):
-    """PostgreSQL unreachable: rows queue (accept returns at once), the failed batch is kept
-    for a retry with the same id, rows past max_pending are counted as drops, and when the
-    store is back everything queued lands exactly once."""
+def test_a_dead_store_queues_then_drops_counted_and_recovers_exactly_once(dsn: str):
+    """PostgreSQL unreachable: the failed batch is kept for a retry with the same id, rows
+    past max_pending are counted as drops, and when the store is back everything queued
+    lands exactly once."""
     ids = _ids(dsn)
     settings = PersistConfig(max_pending_rows=10, retry_deadline_s=0.2, book_interval_ms=0)
     dead_dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     drops: list[tuple[str, str, int]] = []
 
     async def go():
-        persister = StorePersister(make_writer_factory(dead_dsn, settings), ids, settings, on_drop=lambda *a: drops.append(a))
+        persister = StorePersister(make_writer_factory(dead_dsn, settings), settings, on_drop=lambda *a: drops.append(a))
         quotes = [q(i, "binanceusdm:BTC-PERP", 1.0 + i, 2.0 + i, seq=i) for i in range(15)]
-        t = time.perf_counter()
-        for e in quotes[:8]:
-            persister.accept(e)
-        accept_s = time.perf_counter() - t
+        persister.add(_rows(quotes[:8], ids, settings))
         dead = make_writer_factory(dead_dsn, settings)()
         stored_while_dead = await persister.flush(dead)
         await dead.close()
-        for e in quotes[8:]:
-            persister.accept(e)  # 8 queued (in the retry batch) + 2 fit, 5 are dropped
+        status = persister.add(_rows(quotes[8:], ids, settings))  # 8 queued for retry + 2 fit, 5 dropped
         alive = make_writer_factory(dsn, settings)()
         stored = await persister.flush(alive)
         await alive.close()
-        return persister, accept_s, stored_while_dead, stored
+        return persister, stored_while_dead, stored, status
 
-    persister, accept_s, stored_while_dead, stored = asyncio.run(go())
-    assert accept_s < 0.05
+    persister, stored_while_dead, stored, status = asyncio.run(go())
     assert stored_while_dead == 0
-    assert persister.failed_writes == 1 and "unreachable" in persister.last_error
+    assert status["store_ok"] is False and "unreachable" in status["last_error"]
+    assert status["tables"]["quotes"]["dropped"] == 5 and status["pending_rows"] == 10
     assert stored == 10 and _count(dsn, "quotes") == 10
-    assert persister.tables["quotes"].dropped == 5
-    assert drops == [("quotes", "store_backlog", 1)] * 5
+    assert drops == [("quotes", "store_backlog", 5)]
     assert persister.pending == 0 and persister.store_ok
 
 
-def test_rows_for_an_instrument_not_in_venues_yaml_are_counted_not_stored(dsn: str):
+def test_the_mds_buffer_never_blocks_and_counts_what_it_cannot_hold(config):
+    settings = PersistConfig(max_pending_rows=5)
+    buffer = RowBuffer({"binanceusdm:BTC-PERP": 1}, settings)
+    started = time.perf_counter()
+    for i in range(8):
+        buffer.accept(q(i, "binanceusdm:BTC-PERP", 1.0, 2.0, seq=i))
+    assert time.perf_counter() - started < 0.05
+    assert buffer.pending == 5 and buffer.dropped["quotes"] == 3
+    taken = buffer.take()
+    assert [r[2] for r in taken["quotes"]] == [0, 1, 2, 3, 4] and buffer.pending == 0
+    buffer.accept(q(9, "binanceusdm:BTC-PERP", 1.0, 2.0, seq=9))
+    buffer.put_back(taken)  # the store actor could not take them: back in front, up to the bound
+    assert [r[2] for r in buffer.rows["quotes"]] == [0, 1, 2, 3, 9]
+    assert buffer.dropped["quotes"] == 4
+
+
+def test_the_mds_hands_rows_to_a_slow_store_without_slowing_publish(config, dsn: str):
+    """The MDS with a store link that takes 300 ms per hand-over: publishing stays fast,
+    rows wait in the MDS's buffer and all land once the store catches up."""
     ids = _ids(dsn)
-    settings = PersistConfig()
+    settings = PersistConfig(flush_interval_s=0.05, book_interval_ms=0)
+
+    class SlowStore:
+        def __init__(self) -> None:
+            self.persister = StorePersister(make_writer_factory(dsn, settings), settings)
+
+        async def add(self, rows):
+            await asyncio.sleep(0.3)
+            return self.persister.add(rows)
+
+        async def drain(self, timeout_s):
+            return await self.persister.drain(timeout_s)
 
     async def go():
-        persister = StorePersister(make_writer_factory(dsn, settings), ids, settings)
-        persister.accept(q(0, "kraken:SOL-PERP", 1.0, 2.0))
-        persister.accept(q(0, "drift:SOL-PERP", 1.0, 2.0))
-        writer = make_writer_factory(dsn, settings)()
-        await persister.flush(writer)
-        await writer.close()
-        return persister
+        import dataclasses
 
-    persister = asyncio.run(go())
-    assert persister.unknown_instruments == {"kraken:SOL-PERP"}
-    assert persister.tables["quotes"].dropped == 1
-    assert _count(dsn, "quotes") == 1
+        md = config.market_data.model_copy(update={"mds": config.market_data.mds.model_copy(update={"persist": settings})})
+        store = SlowStore()
+        server = MarketDataServer(dataclasses.replace(config, market_data=md), "event", RowBuffer(ids, settings), store)
+        server.start()
+        writer_task = asyncio.ensure_future(store.persister.run())
+        worst = 0.0
+        for i in range(200):
+            t = time.perf_counter()
+            server.publish(EventBatch([q(i, "binanceusdm:BTC-PERP", 1.0 + i, 2.0 + i, seq=i)], time.time_ns(), "t"))
+            worst = max(worst, time.perf_counter() - t)
+            await asyncio.sleep(0.002)
+        assert await server.flush_store(10)
+        report = server.store_report()
+        await server.stop()
+        writer_task.cancel()
+        return worst, report
+
+    worst, report = asyncio.run(go())
+    assert worst < 0.01
+    assert report["tables"]["quotes"]["written"] == 200 and report["pending_rows"] == 0
+    assert _count(dsn, "quotes") == 200
+
+
+def test_rows_for_an_instrument_not_in_venues_yaml_are_counted_not_stored():
+    buffer = RowBuffer({"drift:SOL-PERP": 1}, PersistConfig())
+    buffer.accept(q(0, "kraken:SOL-PERP", 1.0, 2.0))
+    buffer.accept(q(0, "drift:SOL-PERP", 1.0, 2.0))
+    assert buffer.unknown_instruments == {"kraken:SOL-PERP"}
+    assert buffer.dropped["quotes"] == 1 and buffer.pending == 1
 
 
 def test_book_snapshots_are_thinned_to_one_per_interval():
-    settings = PersistConfig(book_interval_ms=1000)
-    persister = StorePersister(lambda: None, {"binance:BTC-USDT": 1}, settings)
+    buffer = RowBuffer({"binance:BTC-USDT": 1}, PersistConfig(book_interval_ms=1000))
     for ms in (0, 200, 999, 1000, 1500, 2100):
-        persister.accept(L2Book(T0 + ms * 1_000_000, "binance:BTC-USDT", ((1.0, 1.0),), ((2.0, 1.0),)))
-    assert [r[1] - T0 for r in persister.tables["book_snapshots"].rows] == [0, 1_000_000_000, 2_100_000_000]
+        buffer.accept(L2Book(T0 + ms * 1_000_000, "binance:BTC-USDT", ((1.0, 1.0),), ((2.0, 1.0),)))
+    assert [r[1] - T0 for r in buffer.rows["book_snapshots"]] == [0, 1_000_000_000, 2_100_000_000]

@@ -8,6 +8,7 @@ It exports the feed's errors and connection state as Prometheus metrics.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import ray
@@ -46,6 +47,7 @@ class FeedActor:
         if self.refused is None and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.runner.run())
             self._metrics_task = asyncio.get_running_loop().create_task(self._export_metrics())
+            gc.freeze()  # see actors/__init__.py: keep startup objects out of the collector's walks
         return self._health()
 
     async def health(self) -> dict:

@@ -6,13 +6,17 @@ and publishing, subscribing and status calls interleave between batches.
 
 from __future__ import annotations
 
+import gc
 import logging
+import pickle
 
 import ray
 
+from actors import names
 from actors.mds.metrics import metrics
-from actors.mds.persistence import StorePersister, make_writer_factory
+from actors.mds.rows import RowBuffer
 from actors.mds.server import MarketDataServer
+from actors.mds.store_actor import StoreActor
 from cluster.config import BotmainConfig
 from cluster.events import EventBatch, Signal
 
@@ -27,21 +31,29 @@ class MdsActor:
         self.server: MarketDataServer | None = None
 
     async def start(self) -> dict:
-        """Register the instruments in the store (if persisting) and start the background tasks."""
+        """Register the instruments in the store (if persisting), start the ``mds-store``
+        writer actor and the background tasks."""
         if self.server is not None:
             return self.server.status()
-        persister = None
         persist = self.config.market_data.mds.persist
+        m = metrics()
+        rows = store = None
         if self.dsn and persist.enabled:
             ids = await _register_instruments(self.config, self.dsn)
-            persister = StorePersister(make_writer_factory(self.dsn, persist), ids, persist)
-            m = metrics()
-            persister._on_drop = lambda table, reason, n: m.dropped("store", table, reason, n)
-            persister._on_written = m.stored
-            self.server = MarketDataServer(self.config, self.clock, persister, m)
-        else:
-            self.server = MarketDataServer(self.config, self.clock, None, metrics())
+            rows = RowBuffer(ids, persist, on_drop=lambda table, reason, n: m.dropped("store", table, reason, n))
+            store = _ActorStore(
+                StoreActor.options(
+                    name=names.MDS_STORE,
+                    namespace=names.NAMESPACE,
+                    lifetime="detached",
+                    num_cpus=0,
+                    get_if_exists=True,
+                ).remote(self.dsn, persist)
+            )
+            await store.actor.start.remote()
+        self.server = MarketDataServer(self.config, self.clock, rows, store, m)
         self.server.start()
+        gc.freeze()  # see actors/__init__.py: keep startup objects out of the collector's walks
         return self.server.status()
 
     async def publish(self, batch: EventBatch) -> int:
@@ -71,8 +83,7 @@ class MdsActor:
     async def flush_store(self, timeout_s: float = 30.0) -> bool:
         """Write everything queued now (tests and shutdown); False if the store did not
         take it all within ``timeout_s``."""
-        persister = self.server.persister
-        return True if persister is None else await persister.drain(timeout_s)
+        return await self.server.flush_store(timeout_s)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         await self.server.fanout.drain(timeout_s)
@@ -80,6 +91,24 @@ class MdsActor:
     async def stop(self) -> None:
         await self.flush_store()
         await self.server.stop()
+        if self.server.store is not None:
+            await self.server.store.actor.stop.remote()
+            ray.kill(self.server.store.actor)
+
+
+class _ActorStore:
+    """The ``StoreLink`` to the ``mds-store`` actor."""
+
+    def __init__(self, actor) -> None:
+        self.actor = actor
+
+    async def add(self, rows_by_table: dict) -> dict:
+        # Pickled here with the C pickler: Ray's cloudpickle would call back into Python for
+        # each of the tens of thousands of small objects, stalling the MDS's loop.
+        return await self.actor.add_pickled.remote(pickle.dumps(rows_by_table, protocol=5))
+
+    async def drain(self, timeout_s: float) -> bool:
+        return await self.actor.drain.remote(timeout_s)
 
 
 async def _register_instruments(config: BotmainConfig, dsn: str) -> dict[str, int]:

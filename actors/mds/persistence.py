@@ -1,18 +1,17 @@
-"""Storing what the MDS sees, off the hot path, with batched binary COPY.
+"""Writing the MDS's rows to PostgreSQL with batched binary COPY, in its own process.
 
-``accept`` turns an event into a row in a per-table column buffer and returns at once; a
-background task (``run``) COPYs each table's buffer as one exactly-once batch every
-``flush_interval_s`` or sooner when ``batch_rows`` wait. So a slow or failed PostgreSQL never
-blocks market data: while a write is in progress or the store is away, rows accumulate.
-A write that fails (the store is unreachable past ``retry_deadline_s``) goes back to the
-front of its queue and is tried again with the same batch id, so it lands exactly once
-when the store returns. Only past ``max_pending_rows`` queued rows are new rows dropped,
-counted per table under ``dropped`` and logged; nothing accepted is lost silently.
+The MDS turns events into rows (``actors.mds.rows``) and hands them over about once a
+second; ``StorePersister`` queues them per table and a background task (``run``) COPYs each
+table's queue as exactly-once batches of up to ``batch_rows``. It runs in the ``mds-store``
+actor (``actors.mds.store_actor``), so encoding rows and waiting on PostgreSQL never take
+the MDS's CPU or event loop: a slow or failed store never blocks market data.
 
-Rows for instruments that PostgreSQL does not know (not in venues.yaml) are counted as
-``unknown_instrument`` drops. Book snapshots are thinned to one per instrument per
-``book_interval_ms`` of event time; replaying data that is already stored adds nothing
-(the tables' natural keys de-duplicate).
+A write that fails because the store is unreachable past ``retry_deadline_s`` goes back to
+the front of its queue and is sent again later with the same batch id, so it lands exactly
+once when the store returns. Only past ``max_pending_rows`` queued rows are new rows
+dropped, counted per table under ``dropped`` and logged: nothing accepted is lost silently.
+A batch PostgreSQL refuses (a constraint) is counted as ``rejected`` and logged. Replaying
+data that is already stored adds nothing: the tables' natural keys de-duplicate.
 """
 
 from __future__ import annotations
@@ -24,35 +23,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-import orjson
-
+from actors.mds.rows import COLUMNS
 from cluster.config.models import PersistConfig, ReconnectConfig
-from cluster.domain import Bar, FundingRate, L2Book, Quote, Trade
-from cluster.events import ChainEvent, NewsItem, Signal
 from cluster.store.writer import Batch, BatchRejected, StoreUnavailable, StoreWriter
 
 log = logging.getLogger(__name__)
-
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "quotes": ("instrument_id", "ts", "seq", "bid", "bid_size", "ask", "ask_size"),
-    "book_snapshots": ("instrument_id", "ts", "seq", "bid_px", "bid_sz", "ask_px", "ask_sz"),
-    "market_trades": ("instrument_id", "ts", "trade_id", "price", "size", "side"),
-    "funding_rates": ("instrument_id", "ts", "rate", "interval_s", "oracle_price", "mark_price"),
-    "bars": ("instrument_id", "interval_s", "ts", "open", "high", "low", "close", "volume"),
-    "chain_events": ("kind", "slot", "signature", "ts", "program", "payload"),
-    "news_items": ("item_id", "source", "published_at", "title", "url", "summary", "instruments", "sentiment"),
-    "strategy_signals": ("strategy", "name", "ts", "instrument_id", "value", "payload"),
-}
-TABLE_OF: dict[type, str] = {
-    Quote: "quotes",
-    L2Book: "book_snapshots",
-    Trade: "market_trades",
-    FundingRate: "funding_rates",
-    Bar: "bars",
-    ChainEvent: "chain_events",
-    NewsItem: "news_items",
-    Signal: "strategy_signals",
-}
 
 
 @dataclass
@@ -67,21 +42,16 @@ class StorePersister:
     def __init__(
         self,
         writer_factory: Callable[[], StoreWriter],
-        instrument_ids: dict[str, int],
         settings: PersistConfig,
         on_drop: Callable[[str, str, int], None] | None = None,
         on_written: Callable[[str, int], None] | None = None,
     ) -> None:
         self._writer_factory = writer_factory
-        self.instrument_ids = instrument_ids
         self.settings = settings
         self.tables = {t: TableQueue() for t in settings.tables}
         self._on_drop = on_drop or (lambda table, reason, n: None)
         self._on_written = on_written or (lambda table, n: None)
-        self._last_book_ns: dict[str, int] = {}
-        self._book_gap_ns = int(settings.book_interval_ms * 1e6)
         self._wake = asyncio.Event()
-        self.unknown_instruments: set[str] = set()
         self.last_error: str | None = None
         self.store_ok = True
         self.writes = 0
@@ -92,82 +62,30 @@ class StorePersister:
     def pending(self) -> int:
         return self._queued
 
-    def accept(self, event) -> None:
-        table = TABLE_OF.get(type(event))
-        if table is None:
-            return
-        queue = self.tables.get(table)
-        if queue is None:
-            return
-        row = self._row(table, event)
-        if row is None:
-            return
-        if self._queued >= self.settings.max_pending_rows:
-            queue.dropped += 1
-            self._on_drop(table, "store_backlog", 1)
-            if queue.dropped == 1 or queue.dropped % 10_000 == 0:
+    def add(self, rows_by_table: dict[str, list[tuple]]) -> dict:
+        """Queue rows (from ``RowBuffer.take``); returns the status, for the sender."""
+        for table, rows in rows_by_table.items():
+            queue = self.tables.get(table)
+            if queue is None:
+                continue
+            room = max(self.settings.max_pending_rows - self._queued, 0)
+            if len(rows) > room:
+                lost = len(rows) - room
+                queue.dropped += lost
+                self._on_drop(table, "store_backlog", lost)
                 log.error(
-                    "store backlog at %d rows: dropping new %s rows (%d so far); last error: %s",
-                    self.settings.max_pending_rows, table, queue.dropped, self.last_error,
+                    "store backlog at %d rows: dropped %d new %s rows (%d so far); last error: %s",
+                    self.settings.max_pending_rows, lost, table, queue.dropped, self.last_error,
                 )
-            return
-        queue.rows.append(row)
-        self._queued += 1
-        if len(queue.rows) >= self.settings.batch_rows:
-            self._wake.set()
-
-    def _instrument_id(self, table: str, key: str | None) -> int | None | bool:
-        if key is None:
-            return None
-        iid = self.instrument_ids.get(key)
-        if iid is None:
-            if key not in self.unknown_instruments:
-                self.unknown_instruments.add(key)
-                log.warning("%s: instrument %s is not in venues.yaml; its rows are not stored", table, key)
-            self.tables[table].dropped += 1
-            self._on_drop(table, "unknown_instrument", 1)
-            return False
-        return iid
-
-    def _row(self, table: str, e) -> tuple | None:
-        if table == "chain_events":
-            return (e.kind, e.slot, e.signature, e.ts_ns, e.program, orjson.dumps(e.payload).decode())
-        if table == "news_items":
-            return (e.item_id, e.source, e.ts_ns, e.title, e.url, e.summary, list(e.instruments), e.sentiment)
-        if table == "strategy_signals":
-            iid = self._instrument_id(table, e.instrument)
-            if iid is False:
-                return None
-            return (e.strategy, e.name, e.ts_ns, iid, e.value, orjson.dumps(e.payload).decode())
-        iid = self._instrument_id(table, e.instrument)
-        if iid is False:
-            return None
-        if table == "quotes":
-            return (iid, e.ts_ns, e.seq, e.bid, e.bid_size, e.ask, e.ask_size)
-        if table == "market_trades":
-            return (iid, e.ts_ns, e.trade_id, e.price, e.size, e.side.value)
-        if table == "funding_rates":
-            return (iid, e.ts_ns, e.rate, e.interval_s, e.oracle_price, e.mark_price)
-        if table == "bars":
-            return (iid, e.interval_s, e.ts_ns, e.open, e.high, e.low, e.close, e.volume)
-        if table == "book_snapshots":
-            last = self._last_book_ns.get(e.instrument)
-            if last is not None and 0 <= e.ts_ns - last < self._book_gap_ns:
-                return None  # thinned, by design (book_interval_ms), not a drop
-            self._last_book_ns[e.instrument] = e.ts_ns
-            return (
-                iid,
-                e.ts_ns,
-                e.seq,
-                [p for p, _ in e.bids],
-                [s for _, s in e.bids],
-                [p for p, _ in e.asks],
-                [s for _, s in e.asks],
-            )
-        return None
+                rows = rows[:room]
+            queue.rows.extend(rows)
+            self._queued += len(rows)
+            if len(queue.rows) >= self.settings.batch_rows:
+                self._wake.set()
+        return self.status()
 
     async def run(self) -> None:
-        """Flush forever; cancel to stop (``flush`` once more first to store the tail)."""
+        """Flush forever; cancel to stop (``drain`` first to store the tail)."""
         writer = self._writer_factory()
         try:
             while True:
@@ -215,10 +133,11 @@ class StorePersister:
     async def drain(self, timeout_s: float = 30.0) -> bool:
         """Ask the background task to write now and wait until nothing is queued; False if
         rows are still queued after ``timeout_s`` (the store is away)."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         while self._queued > 0:
             self._wake.set()
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() > deadline:
                 return False
             await asyncio.sleep(0.02)
         return True

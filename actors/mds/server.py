@@ -16,19 +16,22 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from actors.latency import LatencyRecorder
 from actors.mds.bars import BarBuilder
 from actors.mds.consolidated import ConsolidatedView
 from actors.mds.fanout import Fanout, Subscription
 from actors.mds.metrics import NullMetrics
-from actors.mds.persistence import StorePersister
+from actors.mds.rows import RowBuffer
 from actors.mds.staleness import StalenessTracker
 from cluster.config import BotmainConfig
 from cluster.domain import Bar, FundingRate, L2Book, Quote, Trade
 from cluster.events import KIND_OF, EventBatch, MarkPrice, Signal, VenueStatus
 
 log = logging.getLogger(__name__)
+
+HANDOVER_S = 0.1  # rows go to the store writer this often (it batches them into COPYs)
 
 
 @dataclass
@@ -43,12 +46,21 @@ class SourceStats:
     lag: LatencyRecorder = field(default_factory=lambda: LatencyRecorder(20_000))
 
 
+class StoreLink(Protocol):
+    """Where the MDS hands its rows: the ``mds-store`` actor, or a local StorePersister."""
+
+    async def add(self, rows_by_table: dict[str, list[tuple]]) -> dict: ...
+
+    async def drain(self, timeout_s: float) -> bool: ...
+
+
 class MarketDataServer:
     def __init__(
         self,
         config: BotmainConfig,
         clock: str,
-        persister: StorePersister | None = None,
+        rows: RowBuffer | None = None,
+        store: StoreLink | None = None,
         metrics: NullMetrics | None = None,
     ) -> None:
         md = config.market_data.mds
@@ -60,9 +72,12 @@ class MarketDataServer:
         self.fanout = Fanout(
             md.fanout_batch_max, md.subscriber_max_pending, md.fanout_interval_ms / 1000.0, on_drop=self._subscriber_drop
         )
-        self.persister = persister
+        self.rows = rows
+        self.store = store
+        self.store_status: dict | None = None
         self.sources: dict[str, SourceStats] = {}
         self.started_ns = time.time_ns()
+        self.loop_lag = LatencyRecorder(10_000)
         self._tasks: list[asyncio.Task] = []
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -70,8 +85,9 @@ class MarketDataServer:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._tick()))
-        if self.persister is not None:
-            self._tasks.append(loop.create_task(self.persister.run()))
+        self._tasks.append(loop.create_task(self._watch_loop()))
+        if self.rows is not None and self.store is not None:
+            self._tasks.append(loop.create_task(self._forward_rows()))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -93,7 +109,7 @@ class MarketDataServer:
             return 0
         derived: list = []
         kinds: dict[str, int] = {}
-        persister = self.persister
+        rows = self.rows
         staleness = self.staleness
         event_clock = staleness.clock == "event"
         for e in events:
@@ -118,14 +134,14 @@ class MarketDataServer:
                 bar = self.bars.on_quote(e)
                 if bar is not None:
                     derived.append(bar)
-                    if persister is not None:
-                        persister.accept(bar)
+                    if rows is not None:
+                        rows.accept(bar)
             elif t is Trade:
                 bar = self.bars.on_trade(e)
                 if bar is not None:
                     derived.append(bar)
-                    if persister is not None:
-                        persister.accept(bar)
+                    if rows is not None:
+                        rows.accept(bar)
             elif t is L2Book:
                 best = self.view.on_book(e)
                 if best is not None:
@@ -134,8 +150,8 @@ class MarketDataServer:
                 self.view.on_funding(e)
             elif t is MarkPrice:
                 self.view.on_mark(e)
-            if persister is not None:
-                persister.accept(e)
+            if rows is not None:
+                rows.accept(e)
         self.fanout.add(events + derived if derived else events, batch.emitted_ns)
         self._account(batch, recv_ns, kinds)
         return len(events)
@@ -153,7 +169,7 @@ class MarketDataServer:
         stats.batches += 1
         stats.last_recv_ns = recv_ns
         stats.pipeline_lag_s = (recv_ns - batch.emitted_ns) / 1e9
-        stats.lag.record(recv_ns - batch.emitted_ns, len(batch))
+        stats.lag.record(recv_ns - batch.emitted_ns, len(batch), recv_ns)
         newest = getattr(batch.events[-1], "ts_ns", 0)
         stats.event_age_s = (recv_ns - newest) / 1e9 if newest else 0.0
         for kind, n in kinds.items():
@@ -185,10 +201,10 @@ class MarketDataServer:
             if self.staleness.clock == "wall":
                 derived = self._went_stale(self.staleness.check()) + self.bars.close_due(time.time_ns())
                 if derived:
-                    if self.persister is not None:
+                    if self.rows is not None:
                         for e in derived:
                             if type(e) is Bar:
-                                self.persister.accept(e)
+                                self.rows.accept(e)
                     self.fanout.add(derived, time.time_ns())
             for source, stats in self.sources.items():
                 stats.rate = stats._window_events / elapsed
@@ -199,10 +215,58 @@ class MarketDataServer:
             silent = self.staleness.silent_s()
             for venue, s in silent.items():
                 self.metrics.venue(venue, venue in self.staleness.stale, s)
-            if self.persister is not None:
-                self.metrics.store_pending(self.persister.pending)
+            if self.rows is not None:
+                self.metrics.store_pending(self.rows.pending + (self.store_status or {}).get("pending_rows", 0))
             for sub in self.fanout.subscriptions.values():
                 self.metrics.subscriber_pending(sub.name, len(sub.pending))
+
+    async def _forward_rows(self) -> None:
+        """Hand the buffered rows to the store every ``HANDOVER_S``, one call at a time: while
+        the store is slow, rows wait here (bounded, drops counted). Small, frequent hand-overs
+        keep each one's serialisation to a millisecond or two of the MDS's loop."""
+        while True:
+            await asyncio.sleep(HANDOVER_S)
+            await self.forward_rows()
+
+    async def forward_rows(self) -> None:
+        taken = self.rows.take()
+        if not taken:
+            return
+        try:
+            self.store_status = await self.store.add(taken)
+        except Exception as exc:  # the store actor is gone or restarting: keep the rows
+            self.rows.put_back(taken)
+            self.store_status = {**(self.store_status or {}), "store_ok": False, "last_error": f"store actor: {exc}"}
+            log.warning("could not hand rows to the store (%s); %d rows wait", exc, self.rows.pending)
+
+    async def flush_store(self, timeout_s: float = 30.0) -> bool:
+        """Hand everything over now and wait until it is written (tests, shutdown)."""
+        if self.rows is None or self.store is None:
+            return True
+        await self.forward_rows()
+        done = await self.store.drain(timeout_s)
+        self.store_status = await self.store.add({})
+        return done and self.rows.pending == 0
+
+    def store_report(self) -> dict | None:
+        if self.rows is None:
+            return None
+        report = dict(self.store_status or {"store_ok": True, "pending_rows": 0, "writes": 0, "failed_writes": 0, "last_error": None, "tables": {}})
+        tables = {t: dict(v) for t, v in report.get("tables", {}).items()}
+        for table, n in self.rows.dropped.items():
+            entry = tables.setdefault(table, {"written": 0, "queued": 0, "dropped": 0})
+            entry["dropped"] += n
+            entry["queued"] += len(self.rows.rows.get(table, ()))
+        report["tables"] = tables
+        report["pending_rows"] = report.get("pending_rows", 0) + self.rows.pending
+        return report
+
+    async def _watch_loop(self) -> None:
+        """How late a 10 ms timer fires: the time any call waits before the MDS can run it."""
+        while True:
+            start = time.perf_counter_ns()
+            await asyncio.sleep(0.01)
+            self.loop_lag.record(time.perf_counter_ns() - start - 10_000_000, 1)
 
     # --- subscribers and queries ----------------------------------------------------------
 
@@ -245,6 +309,7 @@ class MarketDataServer:
             "clock": self.staleness.clock,
             "uptime_s": (time.time_ns() - self.started_ns) / 1e9,
             "event_time_ns": self.staleness.event_now,
+            "loop_lag": self.loop_lag.percentiles(),
             "sources": {
                 name: {
                     "events": s.events,
@@ -265,5 +330,5 @@ class MarketDataServer:
             },
             "funding": {k: {"rate": f.rate, "interval_s": f.interval_s, "ts_ns": f.ts_ns} for k, f in sorted(self.view.funding.items())},
             "subscribers": [s.status() for s in self.fanout.subscriptions.values()],
-            "store": self.persister.status() if self.persister is not None else None,
+            "store": self.store_report(),
         }
