@@ -1,7 +1,8 @@
 # Botmain. On a fresh machine with Python 3.11 and make, these do all the set-up:
 #   make test   install (uv, the locked virtualenv) and run the test suite
 #   make demo   install, start the store and a local Ray cluster, ingest the sample data,
-#               sweep an EMA-cross grid as a Ray job and print its leaderboard and report
+#               start the Market Data Server and the replay feed as named actors (replaying
+#               the sample), sweep an EMA-cross grid as a Ray job and print its leaderboard
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -29,6 +30,8 @@ demo: $(STAMP)
 	$(BIN)/botmain up
 	$(BIN)/botmain ingest --submit data/sample
 	@echo
+	$(BIN)/botmain mds start --wait
+	@echo
 	$(BIN)/botmain sweep --strategy sol_ema_cross --grid fast=5:55:2 slow=20:220:8 --run-id demo-sol-ema-cross
 	@echo
 	$(BIN)/botmain status
@@ -37,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/compare_vectorbt.py
+	$(BIN)/python bench/mds.py
 
 down: $(STAMP)
 	$(BIN)/botmain down

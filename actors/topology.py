@@ -60,6 +60,9 @@ def start_market_data(config: BotmainConfig, dsn: str | None, feeds: list[str] |
     for feed in feeds:
         name = names.feed_actor(feed)
         actor = _get(name)
+        if actor is not None and ray.get(actor.health.remote())["state"] in ("finished", "failed", "stopped"):
+            ray.kill(actor)  # a feed that ended is started afresh: `start` means play again
+            actor = _wait_gone(name)
         if actor is None:
             settings = getattr(config.market_data.feeds, feed)
             actor = FeedActor.options(
@@ -90,6 +93,18 @@ def stop_market_data(timeout_s: float = 30.0) -> list[str]:
     if writer is not None:  # left behind by an MDS that died
         _stop(writer, timeout_s)
     return stopped
+
+
+def _wait_gone(name: str, timeout_s: float = 10.0):
+    """None once the killed actor's name is free again."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _get(name) is None:
+            return None
+        time.sleep(0.05)
+    raise TopologyError(f"actor {name!r} did not go away after being killed")
 
 
 def _stop(actor, timeout_s: float) -> None:

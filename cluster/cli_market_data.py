@@ -118,7 +118,10 @@ def mds_start(feeds: tuple[str, ...], speed: str | None, start_: str | None, end
         started = topology.start_market_data(config, dsn, list(feeds) if feeds else None)
     except topology.TopologyError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"mds        named actor {names.MDS!r} in namespace {names.NAMESPACE!r}")
+    from cluster import runtime
+
+    dashboard = runtime.endpoints(config.cluster).dashboard_url
+    click.echo(f"mds        named actor {names.MDS!r} in namespace {names.NAMESPACE!r} (Ray dashboard: {dashboard}/#/actors)")
     for feed, health in started.items():
         click.echo(f"feed       {names.feed_actor(feed)!r}: {health['state']}" + (f" ({health['last_error']})" if health.get("last_error") else ""))
     if wait and "replay" in started:

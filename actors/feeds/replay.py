@@ -16,7 +16,9 @@ and ``end``):
 All series are merged into one stream ordered by event time (ties keep the order above),
 and published in batches. ``speed: max`` publishes as fast as the Market Data Server
 acknowledges (back-pressure through the feed's bounded in-flight batches); a number
-paces the stream so that one second of event time takes ``1/speed`` seconds.
+paces the stream so that one second of event time takes ``1/speed`` seconds, bursts and
+lulls included. ``rate`` (load testing) ignores the recorded times and publishes that many
+events per second, evenly.
 
 Simplifications: a book snapshot that the recording leaves crossed (a missed depth
 message) is skipped and counted as a ``crossed_book`` error rather than published; the
@@ -173,13 +175,19 @@ class ReplayFeed(Feed):
         self.first_ts_ns, self.last_ts_ns = int(ts[0]), int(ts[-1])
         builders = [s.build for s in series]
         speed = self.settings.speed
+        rate = self.settings.rate
         start_wall = time.monotonic()
+        start_i = self.position
         start_ts = int(ts[self.position]) if self.position < len(ts) else 0
         i = self.position
         n = len(ts)
         while i < n:
-            if speed == "max":
+            if speed == "max" and rate is None:
                 j = min(i + CHUNK, n)
+            elif rate is not None:  # evenly spaced, for load tests
+                wait = max(start_wall + (i - start_i) / rate - time.monotonic(), TICK_S)
+                await asyncio.sleep(wait)
+                j = min(max(start_i + int((time.monotonic() - start_wall) * rate) + 1, i + 1), i + CHUNK, n)
             else:
                 due = start_wall + (int(ts[i]) - start_ts) / 1e9 / speed
                 # Wake no more often than every TICK_S: at thousands of events per second a
@@ -200,7 +208,7 @@ class ReplayFeed(Feed):
             await self.out.emit_many(events)
             i = j
             self.position = i
-            if speed == "max":
+            if speed == "max" and rate is None:
                 await asyncio.sleep(0)  # let the flusher and status calls in
         await self.out.flush()
 
@@ -211,6 +219,7 @@ class ReplayFeed(Feed):
             "first_ts_ns": self.first_ts_ns,
             "last_ts_ns": self.last_ts_ns,
             "speed": self.settings.speed,
+            "rate": self.settings.rate,
         }
 
 

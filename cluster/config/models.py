@@ -358,6 +358,9 @@ class ReplayFeedConfig(FeedConfig):
     speed: PositiveFloat | Literal["max"] = Field(
         "max", description="1 = real time, 60 = a minute per second, max = as fast as possible"
     )
+    rate: PositiveFloat | None = Field(
+        None, description="load testing: this many events/s, evenly spaced, whatever the recorded times (overrides speed)"
+    )
     start: str | None = None
     end: str | None = None
     instruments: list[str] | None = Field(None, description="venue:SYMBOL keys; null = every series in the lake")
