@@ -537,8 +537,8 @@ def _config_with(*instruments: InstrumentConfig):
 @pytest.mark.parametrize(
     "config,market,message",
     [
-        (CONFIG, "DOGE-PERP", "feeds.drift.markets: DOGE-PERP is not an instrument in venues.yaml"),
-        (CONFIG, "SOL-USDT", "feeds.drift.markets: SOL-USDT is not listed on drift in venues.yaml (listed on: binance)"),
+        (CONFIG, "DOGE-PERP", "feeds.drift.markets[1]: 'DOGE-PERP' is not an instrument in venues.yaml"),
+        (CONFIG, "SOL-USDT", "feeds.drift.markets[1]: 'SOL-USDT' is a spot market; the drift feed reads perp markets"),
         (
             _config_with(
                 InstrumentConfig(
@@ -547,7 +547,7 @@ def _config_with(*instruments: InstrumentConfig):
                 )
             ),
             "JUP-PERP",
-            "feeds.drift.markets: JUP-PERP: its drift listing in venues.yaml has no market_index",
+            "feeds.drift.markets[1]: venues.yaml listing drift:JUP-PERP needs market_index",
         ),
         (
             _config_with(
@@ -557,7 +557,7 @@ def _config_with(*instruments: InstrumentConfig):
                 )
             ),
             "JUP-USDC",
-            "feeds.drift.markets: JUP-USDC is a spot market; the drift feed reads perps",
+            "feeds.drift.markets[1]: 'JUP-USDC' is a spot market; the drift feed reads perp markets",
         ),
     ],
 )

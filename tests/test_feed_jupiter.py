@@ -292,7 +292,7 @@ def test_unknown_mint_fails_the_feed_with_a_clear_message(config):
     "symbol, message",
     [
         ("DOGE-USDC", "feeds.jupiter.instruments[1]: 'DOGE-USDC' is not an instrument in venues.yaml"),
-        ("SOL-USDT", "feeds.jupiter.instruments[1]: 'SOL-USDT' has no jupiter listing"),
+        ("SOL-USDT", "feeds.jupiter.instruments[1]: 'SOL-USDT' is not listed on jupiter in venues.yaml"),
         ("SOL-PERP", "'SOL-PERP' is a perp market"),
     ],
 )

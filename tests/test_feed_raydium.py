@@ -313,7 +313,7 @@ def test_pool_of_other_mints_fails_the_feed(config):
     "symbol, message",
     [
         ("DOGE-USDC", r"feeds.raydium.instruments\[1\]: 'DOGE-USDC' is not an instrument in venues.yaml"),
-        ("SOL-USDT", r"feeds.raydium.instruments\[1\]: 'SOL-USDT' has no raydium listing"),
+        ("SOL-USDT", r"feeds.raydium.instruments\[1\]: 'SOL-USDT' is not listed on raydium in venues.yaml"),
         ("BTC-PERP", r"'BTC-PERP' is a perp market"),
     ],
 )

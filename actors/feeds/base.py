@@ -42,7 +42,8 @@ from actors.feeds.errors import (
 )
 from actors.feeds.http import retry_after_seconds
 from cluster.config import BotmainConfig
-from cluster.config.models import FeedConfig
+from cluster.config.models import FeedConfig, ListingConfig
+from cluster.domain import MarketKind
 from cluster.events import EventBatch
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,28 @@ class Feed(ABC):
     def status(self) -> dict[str, Any]:
         """Extra, feed-specific state for ``botmain status`` (subscriptions, markets...)."""
         return {}
+
+    def listing(
+        self, where: str, symbol: str, venue: str, kind: MarketKind, needs: tuple[str, ...] = ()
+    ) -> ListingConfig:
+        """``symbol``'s listing on ``venue`` in venues.yaml, checked: the instrument exists,
+        is of ``kind``, is listed on ``venue`` and the listing sets every field in ``needs``.
+        Anything else is a FeedConfigError that starts with ``where`` (the settings key)."""
+        by_symbol = {inst.symbol: inst for inst in self.config.venues.instruments}
+        inst = by_symbol.get(symbol)
+        if inst is None:
+            raise FeedConfigError(f"{where}: {symbol!r} is not an instrument in venues.yaml (known: {', '.join(sorted(by_symbol))})")
+        if inst.kind is not kind:
+            raise FeedConfigError(f"{where}: {symbol!r} is a {inst.kind.value} market; the {venue} feed reads {kind.value} markets")
+        listing = inst.listings.get(venue)
+        if listing is None:
+            raise FeedConfigError(
+                f"{where}: {symbol!r} is not listed on {venue} in venues.yaml (listed on: {', '.join(sorted(inst.listings))})"
+            )
+        missing = [name for name in needs if getattr(listing, name) is None]
+        if missing:
+            raise FeedConfigError(f"{where}: venues.yaml listing {venue}:{symbol} needs {' and '.join(missing)}")
+        return listing
 
 
 def classify(exc: BaseException) -> FeedError:

@@ -340,7 +340,7 @@ class DriftFeed(Feed):
     ) -> None:
         super().__init__(config, settings)
         self.settings: DriftFeedConfig = settings
-        self.markets = resolve_markets(config, settings.markets)
+        self.markets = [self._market(i, symbol) for i, symbol in enumerate(settings.markets)]
         try:
             secret = read_secret("SOLANA_RPC_URL")
         except SecretError as exc:
@@ -360,6 +360,10 @@ class DriftFeed(Feed):
                 self.settings.request_timeout_s,
             )
         return self.chain_reader
+
+    def _market(self, index: int, symbol: str) -> DriftMarket:
+        listing = self.listing(f"feeds.drift.markets[{index}]", symbol, VENUE, MarketKind.PERP, needs=("market_index",))
+        return DriftMarket(symbol, listing.venue_symbol, listing.market_index, f"{VENUE}:{symbol}")
 
     async def session(self) -> None:
         self._http = aiohttp.ClientSession()
@@ -456,26 +460,3 @@ class DriftFeed(Feed):
             "chain": self._chain_state,
             "last_funding_ts_ns": dict(self._last_funding_ts),
         }
-
-
-def resolve_markets(config: BotmainConfig, symbols: list[str]) -> list[DriftMarket]:
-    """The configured symbols as Drift markets; FeedConfigError naming the first that
-    venues.yaml does not list as a Drift perp with a market index."""
-    by_symbol = {inst.symbol: inst for inst in config.venues.instruments}
-    markets = []
-    for symbol in symbols:
-        where = f"feeds.drift.markets: {symbol}"
-        inst = by_symbol.get(symbol)
-        if inst is None:
-            raise FeedConfigError(f"{where} is not an instrument in venues.yaml (known: {', '.join(sorted(by_symbol))})")
-        listing = inst.listings.get(VENUE)
-        if listing is None:
-            raise FeedConfigError(
-                f"{where} is not listed on drift in venues.yaml (listed on: {', '.join(sorted(inst.listings))})"
-            )
-        if inst.kind is not MarketKind.PERP:
-            raise FeedConfigError(f"{where} is a {inst.kind.value} market; the drift feed reads perps")
-        if listing.market_index is None:
-            raise FeedConfigError(f"{where}: its drift listing in venues.yaml has no market_index")
-        markets.append(DriftMarket(symbol, listing.venue_symbol, listing.market_index, f"{VENUE}:{symbol}"))
-    return markets

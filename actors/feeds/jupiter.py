@@ -110,19 +110,9 @@ class JupiterFeed(Feed):
         self._seq = 0
 
     def _market(self, index: int, symbol: str) -> _Market:
-        where = f"feeds.jupiter.instruments[{index}]"
-        inst = next((i for i in self.config.venues.instruments if i.symbol == symbol), None)
-        if inst is None:
-            raise FeedConfigError(f"{where}: {symbol!r} is not an instrument in venues.yaml")
-        if inst.kind is not MarketKind.SPOT:
-            raise FeedConfigError(f"{where}: {symbol!r} is a {inst.kind.value} market; Jupiter quotes spot swaps")
-        listing = inst.listings.get(VENUE)
-        if listing is None:
-            raise FeedConfigError(f"{where}: {symbol!r} has no jupiter listing in venues.yaml")
-        if not listing.base_mint or not listing.quote_mint:
-            raise FeedConfigError(
-                f"{where}: venues.yaml listing jupiter:{symbol} needs base_mint and quote_mint"
-            )
+        listing = self.listing(
+            f"feeds.jupiter.instruments[{index}]", symbol, VENUE, MarketKind.SPOT, needs=("base_mint", "quote_mint")
+        )
         return _Market(f"{VENUE}:{symbol}", symbol, listing.base_mint, listing.quote_mint)
 
     # --- the session ----------------------------------------------------------------------

@@ -96,18 +96,9 @@ class RaydiumFeed(Feed):
         self._seq = 0
 
     def _pool(self, index: int, symbol: str) -> _Pool:
-        where = f"feeds.raydium.instruments[{index}]"
-        inst = next((i for i in self.config.venues.instruments if i.symbol == symbol), None)
-        if inst is None:
-            raise FeedConfigError(f"{where}: {symbol!r} is not an instrument in venues.yaml")
-        if inst.kind is not MarketKind.SPOT:
-            raise FeedConfigError(f"{where}: {symbol!r} is a {inst.kind.value} market; Raydium pools are spot")
-        listing = inst.listings.get(VENUE)
-        if listing is None:
-            raise FeedConfigError(f"{where}: {symbol!r} has no raydium listing in venues.yaml")
-        missing = [k for k in ("pool_id", "base_mint", "quote_mint") if not getattr(listing, k)]
-        if missing:
-            raise FeedConfigError(f"{where}: venues.yaml listing raydium:{symbol} needs {' and '.join(missing)}")
+        listing = self.listing(
+            f"feeds.raydium.instruments[{index}]", symbol, VENUE, MarketKind.SPOT, needs=("pool_id", "base_mint", "quote_mint")
+        )
         return _Pool(f"{VENUE}:{symbol}", symbol, listing.pool_id, listing.base_mint, listing.quote_mint)
 
     # --- the session ----------------------------------------------------------------------
