@@ -21,13 +21,16 @@ Three Ray processes on a local cluster with 2 CPUs.
   ~55,000 events/s at that speed, the busiest second at ~17,000).
 * reference, measured in the same run: raw Ray actor calls to a no-op async actor with the
   same payload size as one event, (a) one at a time, awaited (round-trip rate and
-  latency), (b) pipelined, 20,000 in flight (the most calls/s Ray itself does here).
+  latency), (b) pipelined, 20,000 in flight (the most calls/s Ray itself does here); and
+  the latency floor of the same shape with no work: source -> relay -> sink actors
+  passing 50-event batches at a steady 10,000 events/s.
 
 The last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -48,6 +51,7 @@ from actors.strategy_host import StrategyHost  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.config.models import LakeConfig  # noqa: E402
 from cluster.domain import Quote  # noqa: E402
+from cluster.events import EventBatch  # noqa: E402
 from cluster.lake import Lake  # noqa: E402
 from cluster.store.embedded import EmbeddedPostgres  # noqa: E402
 from cluster.store.migrations import migrate  # noqa: E402
@@ -97,6 +101,60 @@ def raw_actor_calls() -> dict:
         "raw_call_p99_ms": float(np.percentile(lat, 99) * 1e3),
         "raw_calls_per_s_pipelined": pipelined,
     }
+
+
+@ray.remote
+class RawSink:
+    def __init__(self) -> None:
+        self.samples: list[tuple[int, int, int]] = []
+
+    async def take(self, batch: EventBatch) -> None:
+        now = time.time_ns()
+        self.samples.append((now, now - batch.emitted_ns, len(batch)))
+
+    async def latency(self, warmup_s: float) -> dict:
+        from actors.latency import LatencyRecorder
+
+        rec = LatencyRecorder()
+        for at, lat, n in self.samples:
+            rec.record(lat, n, at)
+        return rec.percentiles(since_ns=self.samples[0][0] + int(warmup_s * 1e9))
+
+
+@ray.remote
+class RawRelay:
+    def __init__(self, sink) -> None:
+        self.sink = sink
+
+    async def take(self, batch: EventBatch) -> None:
+        await self.sink.take.remote(batch)
+
+
+@ray.remote
+class RawSource:
+    async def run(self, relay, rate: float, batch_events: int, seconds: float) -> None:
+        """``rate`` events/s in batches of ``batch_events``, each call awaited."""
+        quote = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
+        gap = batch_events / rate
+        start = time.monotonic()
+        k = 0
+        while time.monotonic() - start < seconds:
+            await relay.take.remote(EventBatch([quote] * batch_events, time.time_ns(), "raw"))
+            k += 1
+            await asyncio.sleep(max(start + k * gap - time.monotonic(), 0.0))
+
+
+def raw_two_hops(rate: float, seconds: float = 12.0) -> dict:
+    """The floor under our latency: the same three-process shape (source -> relay -> sink)
+    with no work at all, 50-event batches (one per 5 ms at 10,000 events/s)."""
+    sink = RawSink.options(num_cpus=0).remote()
+    relay = RawRelay.options(num_cpus=0).remote(sink)
+    source = RawSource.options(num_cpus=0).remote()
+    ray.get(source.run.remote(relay, rate, 50, seconds))
+    result = ray.get(sink.latency.remote(WARMUP_S))
+    for actor in (source, relay, sink):
+        ray.kill(actor)
+    return result
 
 
 def run_pipeline(config, dsn: str | None, speed, rate: float | None = None) -> dict:
@@ -152,8 +210,6 @@ def main() -> None:
             for series in read_file(path, resolver, None).series:
                 lake.write(series.kind, series.instrument.venue, series.instrument.symbol, series.table)
         dsn = pg.start()
-        import asyncio
-
         import asyncpg
 
         async def prepare():
@@ -167,6 +223,7 @@ def main() -> None:
 
         ray.init(num_cpus=2, include_dashboard=False, namespace=names.NAMESPACE, log_to_driver=False)
         raw = raw_actor_calls()
+        floor = raw_two_hops(PACED_RATE)
         # Event-time span of the data, for the pacing: speed = target rate / recorded rate.
         from actors.feeds.replay import ReplayFeed
 
@@ -192,6 +249,7 @@ def main() -> None:
         (f"steady {PACED_RATE:,.0f} events/s, with store", f"{steady['events_per_s']:,.0f} events/s", f"latency p50 {steady['p50_ms']:.2f} ms, p99 {steady['p99_ms']:.2f} ms, max {steady['max_ms']:.2f} ms (p99 with the first {WARMUP_S:g} s: {steady['p99_ms_with_warmup']:.2f} ms)"),
         ("  of which feed -> MDS", "", f"p50 {steady['feed_to_mds']['p50_ms']:.2f} ms, p99 {steady['feed_to_mds']['p99_ms']:.2f} ms"),
         (f"recorded pacing, speed {speed:.1f}x (avg {PACED_RATE:,.0f}/s)", f"{paced['events_per_s']:,.0f} events/s", f"latency p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms, max {paced['max_ms']:.2f} ms (bursts to ~55,000/s)"),
+        (f"raw two hops, no work, steady {PACED_RATE:,.0f} events/s", "", f"latency p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms, max {floor['max_ms']:.2f} ms (source -> relay -> sink actors, 50-event batches)"),
         ("raw Ray actor calls, one at a time", f"{raw['raw_calls_per_s_sequential']:,.0f} calls/s", f"round trip p50 {raw['raw_call_p50_ms']:.2f} ms, p99 {raw['raw_call_p99_ms']:.2f} ms"),
         ("raw Ray actor calls, pipelined", f"{raw['raw_calls_per_s_pipelined']:,.0f} calls/s", "20,000 calls in flight"),
     ]
@@ -223,6 +281,9 @@ def main() -> None:
         "paced_max_ms": paced["max_ms"],
         "paced_p99_ms_with_warmup": paced["p99_ms_with_warmup"],
         **raw,
+        "raw_two_hops_p50_ms": floor["p50_ms"],
+        "raw_two_hops_p99_ms": floor["p99_ms"],
+        "raw_two_hops_max_ms": floor["max_ms"],
         "e2e_over_raw_pipelined": ratio,
     }
     print(json.dumps(figures))
