@@ -45,7 +45,6 @@ from jobs.ingest.snapshots import sample_snapshots
 
 _TIMEFRAME_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 CHUNK = 4096  # events materialised at a time
-TICK_S = 0.001  # a paced replay wakes at most once a millisecond
 
 
 def timeframe_seconds(timeframe: str) -> int:
@@ -176,6 +175,10 @@ class ReplayFeed(Feed):
         builders = [s.build for s in series]
         speed = self.settings.speed
         rate = self.settings.rate
+        # A paced replay wakes once per batching interval and sends what came due at once:
+        # events are released in slices of that length (their arrival, as a live feed's
+        # are at each receipt), and the loop costs one wake-up per batch, not per event.
+        tick_s = self.settings.flush_interval_ms / 1000.0
         start_wall = time.monotonic()
         start_i = self.position
         start_ts = int(ts[self.position]) if self.position < len(ts) else 0
@@ -185,14 +188,12 @@ class ReplayFeed(Feed):
             if speed == "max" and rate is None:
                 j = min(i + CHUNK, n)
             elif rate is not None:  # evenly spaced, for load tests
-                wait = max(start_wall + (i - start_i) / rate - time.monotonic(), TICK_S)
+                wait = max(start_wall + (i - start_i) / rate - time.monotonic(), tick_s)
                 await asyncio.sleep(wait)
                 j = min(max(start_i + int((time.monotonic() - start_wall) * rate) + 1, i + 1), i + CHUNK, n)
             else:
                 due = start_wall + (int(ts[i]) - start_ts) / 1e9 / speed
-                # Wake no more often than every TICK_S: at thousands of events per second a
-                # wake-up per event would cost more CPU than the events themselves.
-                wait = max(due - time.monotonic(), TICK_S)
+                wait = max(due - time.monotonic(), tick_s)
                 await asyncio.sleep(wait)
                 # everything due by now (never an event early), at most a chunk
                 now_ts = start_ts + (time.monotonic() - start_wall) * speed * 1e9
@@ -210,6 +211,8 @@ class ReplayFeed(Feed):
             self.position = i
             if speed == "max" and rate is None:
                 await asyncio.sleep(0)  # let the flusher and status calls in
+            else:
+                await self.out.flush()  # this slice's events leave now, as one batch
         await self.out.flush()
 
     def status(self) -> dict:
