@@ -244,7 +244,7 @@ def classify(exc: BaseException) -> FeedError:
         if isinstance(exc, InvalidStatusCode):  # the HTTP upgrade was refused
             status = exc.status_code
             if status == 429:
-                return RateLimited(f"websocket upgrade: HTTP 429", retry_after_seconds(exc.headers.get("Retry-After")))
+                return RateLimited("websocket upgrade: HTTP 429", retry_after_seconds(exc.headers.get("Retry-After")))
             if status >= 500:
                 return VenueUnavailable(f"websocket upgrade: HTTP {status}")
             return VenueRejected(f"websocket upgrade: HTTP {status}", status=status)

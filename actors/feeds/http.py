@@ -56,9 +56,32 @@ async def request_json(
     timeout_s: float = 10.0,
     what: str = "",
 ) -> Any:
-    """The parsed JSON body of a 2xx answer. Raises RateLimited (429), VenueUnavailable
-    (5xx, connection failures), FeedTimeout, VenueRejected (other 4xx, with the body's
-    error text) or MalformedResponse (a 2xx whose body is not JSON)."""
+    """The parsed JSON body of a 2xx answer: ``request_body``'s errors, plus
+    MalformedResponse for a 2xx whose body is not JSON."""
+    body = await request_body(
+        session, method, url, params=params, json_body=json_body, headers=headers, timeout_s=timeout_s, what=what
+    )
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedResponse(f"{what or url}: body is not JSON ({exc}): {snippet(body)}") from None
+
+
+async def request_body(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    params: dict[str, Any] | None = None,
+    json_body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 10.0,
+    what: str = "",
+    max_bytes: int | None = None,
+) -> bytes:
+    """The raw body of a 2xx answer. Raises RateLimited (429), VenueUnavailable (5xx,
+    connection failures), FeedTimeout, VenueRejected (other 4xx, with the body's error
+    text) or MalformedResponse (a body larger than ``max_bytes``)."""
     label = what or url
     try:
         async with session.request(
@@ -69,24 +92,30 @@ async def request_json(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as response:
-            body = await response.read()
             status = response.status
             if status == 429:
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 hint = f", Retry-After {retry_after:g}s" if retry_after is not None else ", no Retry-After"
                 raise RateLimited(f"{label}: HTTP 429 rate limited{hint}", retry_after)
-            if status >= 500:
-                raise VenueUnavailable(f"{label}: HTTP {status}: {_snippet(body)}")
-            if status >= 400:
-                raise VenueRejected(f"{label}: HTTP {status}: {_snippet(body)}", kind=_rejection_kind(body), status=status)
+            if max_bytes is None:
+                body = await response.read()
+            else:
+                chunks, size = [], 0
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise MalformedResponse(f"{label}: body larger than {max_bytes} bytes")
+                    chunks.append(chunk)
+                body = b"".join(chunks)
     except asyncio.TimeoutError:
         raise FeedTimeout(f"{label}: no answer within {timeout_s:g}s") from None
     except aiohttp.ClientError as exc:
         raise VenueUnavailable(f"{label}: {type(exc).__name__}: {exc}") from None
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedResponse(f"{label}: body is not JSON ({exc}): {_snippet(body)}") from None
+    if status >= 500:
+        raise VenueUnavailable(f"{label}: HTTP {status}: {snippet(body)}")
+    if status >= 400:
+        raise VenueRejected(f"{label}: HTTP {status}: {snippet(body)}", kind=_rejection_kind(body), status=status)
+    return body
 
 
 def _rejection_kind(body: bytes) -> str:
@@ -100,6 +129,7 @@ def _rejection_kind(body: bytes) -> str:
     return "rejected"
 
 
-def _snippet(body: bytes, limit: int = 200) -> str:
+def snippet(body: bytes, limit: int = 200) -> str:
+    """The start of a body, for error messages."""
     text = body.decode("utf-8", "replace").strip()
     return text if len(text) <= limit else text[:limit] + "..."

@@ -45,7 +45,6 @@ Simplifications:
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -73,7 +72,6 @@ KNOWN_DECIMALS: dict[str, int] = {
     "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263": 5,  # BONK
 }
 
-_HTTP_STATUS = re.compile(r"HTTP (\d{3})")
 
 
 @dataclass(frozen=True)
@@ -199,7 +197,7 @@ class JupiterFeed(Feed):
                 what=what,
             )
         except VenueRejected as exc:
-            if _status_of(exc) in (401, 403):
+            if exc.status in (401, 403):
                 raise FeedConfigError(f"{exc} (check BOTMAIN_JUPITER_API_KEY)") from None
             self.out.error(exc)
             return None
@@ -268,13 +266,3 @@ def _route(plan: Any, what: str) -> str:
             raise MalformedResponse(f"{what}: routePlan step without swapInfo.label: {step!r}")
         labels.append(label)
     return ">".join(labels)
-
-
-def _status_of(exc: VenueRejected) -> int | None:
-    """The HTTP status of a rejection. ``actors.feeds.http`` puts it only in the message
-    ("<what>: HTTP 401: ..."), so read it from there unless the error carries it."""
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        return status
-    match = _HTTP_STATUS.search(str(exc))
-    return int(match.group(1)) if match else None

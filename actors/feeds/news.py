@@ -73,13 +73,10 @@ from actors.feeds.base import Feed, classify
 from actors.feeds.errors import (
     FeedConfigError,
     FeedError,
-    FeedTimeout,
     MalformedResponse,
     RateLimited,
-    VenueRejected,
-    VenueUnavailable,
 )
-from actors.feeds.http import retry_after_seconds
+from actors.feeds.http import request_body, snippet
 from cluster.config import BotmainConfig
 from cluster.config.models import NewsFeedConfig, NewsSourceConfig
 from cluster.events import NewsItem
@@ -241,40 +238,6 @@ class Entry:
     published_ns: int | None
 
 
-async def fetch_body(session: aiohttp.ClientSession, url: str, *, timeout_s: float, what: str) -> bytes:
-    """The body of a 2xx answer, classified like ``actors.feeds.http.request_json``:
-    RateLimited (429, with Retry-After), VenueUnavailable (5xx, connection failures),
-    FeedTimeout, VenueRejected (other 4xx); MalformedResponse above MAX_BODY_BYTES."""
-    try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-            status = response.status
-            if status == 429:
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                hint = f", Retry-After {retry_after:g}s" if retry_after is not None else ", no Retry-After"
-                raise RateLimited(f"{what}: HTTP 429 rate limited{hint}", retry_after)
-            chunks, size = [], 0
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise MalformedResponse(f"{what}: body larger than {MAX_BODY_BYTES} bytes")
-                chunks.append(chunk)
-    except asyncio.TimeoutError:
-        raise FeedTimeout(f"{what}: no answer within {timeout_s:g}s") from None
-    except aiohttp.ClientError as exc:
-        raise VenueUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
-    body = b"".join(chunks)
-    if status >= 500:
-        raise VenueUnavailable(f"{what}: HTTP {status}: {_snippet(body)}")
-    if status >= 400:
-        raise VenueRejected(f"{what}: HTTP {status}: {_snippet(body)}")
-    return body
-
-
-def _snippet(body: bytes, limit: int = 200) -> str:
-    text = body.decode("utf-8", "replace").strip()
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def parse_xml(body: bytes, what: str) -> ET.Element:
     """An ElementTree from expat with entity declarations refused (see the module docstring).
     Namespaced names come out as ElementTree spells them: ``{uri}local``."""
@@ -360,12 +323,12 @@ def parse_json_feed(body: bytes, what: str) -> list[Entry | None]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedResponse(f"{what}: body is not JSON ({exc}): {_snippet(body)}") from None
+        raise MalformedResponse(f"{what}: body is not JSON ({exc}): {snippet(body)}") from None
     version = document.get("version") if isinstance(document, dict) else None
     items = document.get("items") if isinstance(document, dict) else None
     is_json_feed = isinstance(version, str) and version.startswith("https://jsonfeed.org/version/1")
     if not is_json_feed or not isinstance(items, list):
-        raise MalformedResponse(f"{what}: expected a JSON Feed 1.x (version, items), got {_snippet(body)}")
+        raise MalformedResponse(f"{what}: expected a JSON Feed 1.x (version, items), got {snippet(body)}")
 
     def string(item: dict, key: str) -> str | None:
         value = item.get(key)
@@ -482,7 +445,9 @@ class NewsFeed(Feed):
     async def _read(self, source: NewsSourceConfig) -> list[Entry | None]:
         assert self._http is not None
         what = f"news source {source.name} ({source.format})"
-        body = await fetch_body(self._http, source.url, timeout_s=self.settings.request_timeout_s, what=what)
+        body = await request_body(
+            self._http, "GET", source.url, timeout_s=self.settings.request_timeout_s, what=what, max_bytes=MAX_BODY_BYTES
+        )
         return PARSERS[source.format](body, what)
 
     def _failed(self, source: NewsSourceConfig, state: _SourceState, raw: Exception) -> FeedError:

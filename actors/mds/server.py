@@ -131,17 +131,9 @@ class MarketDataServer:
                 best = self.view.on_quote(e)
                 if best is not None:
                     derived.append(best)
-                bar = self.bars.on_quote(e)
-                if bar is not None:
-                    derived.append(bar)
-                    if rows is not None:
-                        rows.accept(bar)
+                self._bar_closed(self.bars.on_quote(e), derived)
             elif t is Trade:
-                bar = self.bars.on_trade(e)
-                if bar is not None:
-                    derived.append(bar)
-                    if rows is not None:
-                        rows.accept(bar)
+                self._bar_closed(self.bars.on_trade(e), derived)
             elif t is L2Book:
                 best = self.view.on_book(e)
                 if best is not None:
@@ -175,6 +167,14 @@ class MarketDataServer:
         for kind, n in kinds.items():
             self.metrics.events(source, kind, n)
 
+    def _bar_closed(self, bar: Bar | None, derived: list) -> None:
+        """A finished bar goes to the subscribers (with the batch) and to the store."""
+        if bar is None:
+            return
+        derived.append(bar)
+        if self.rows is not None:
+            self.rows.accept(bar)
+
     def _went_stale(self, changes: list[VenueStatus]) -> list:
         out: list = []
         for change in changes:
@@ -199,12 +199,10 @@ class MarketDataServer:
             now = time.monotonic()
             elapsed, last = now - last, now
             if self.staleness.clock == "wall":
-                derived = self._went_stale(self.staleness.check()) + self.bars.close_due(time.time_ns())
+                derived = self._went_stale(self.staleness.check())
+                for bar in self.bars.close_due(time.time_ns()):
+                    self._bar_closed(bar, derived)
                 if derived:
-                    if self.rows is not None:
-                        for e in derived:
-                            if type(e) is Bar:
-                                self.rows.accept(e)
                     self.fanout.add(derived, time.time_ns())
             for source, stats in self.sources.items():
                 stats.rate = stats._window_events / elapsed
