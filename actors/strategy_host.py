@@ -1,7 +1,9 @@
 """A strategy actor's market-data side: subscribe to the MDS, receive its batches, call the
 strategy's event hooks, publish the strategy's signals.
 
-``StrategyHost`` (the named actor ``strategy:<name>``) hosts one strategy instance. For
+``StrategyHost`` (the named actor ``strategy:<name>``) hosts one strategy instance. It
+receives the MDS's batches over a batch stream (actors/batch_stream.py: it runs the receiver
+and subscribes with its address); ``on_market_data`` takes the same batches by actor call. For
 every batch it records how long the batch took from its feed to here (``now -
 emitted_ns``, the production time of the batch's oldest event, so an upper bound for each
 event in it), counts events by kind, keeps the latest consolidated best price per symbol
@@ -19,6 +21,7 @@ from collections import deque
 import ray
 
 from actors import names
+from actors.batch_stream import BatchReceiver
 from cluster.domain import FundingRate, Quote
 from actors.latency import LatencyRecorder
 from cluster.events import KIND_OF, BestPrice, EventBatch, Signal, VenueStatus
@@ -55,15 +58,22 @@ class StrategyHost:
         self.signals_seen: deque[Signal] = deque(maxlen=1000)
         self.intents: deque = deque(maxlen=1000)
         self.intents_total = 0
+        self.receiver: BatchReceiver | None = None
 
     async def start(self) -> dict:
         me = ray.get_runtime_context().current_actor
-        snapshot = await self.mds.subscribe.remote(self.name, me, **self.subscription)
+        if self.receiver is None:
+            self.receiver = BatchReceiver(self._on_batch, f"strategy:{self.name}")
+            await self.receiver.start()
+        snapshot = await self.mds.subscribe.remote(self.name, me, stream=self.receiver.address, **self.subscription)
         self.best.update(snapshot)
         gc.freeze()  # see actors/__init__.py: keep startup objects out of the collector's walks
         return {"subscribed": self.name, "best": len(snapshot)}
 
     async def on_market_data(self, batch: EventBatch) -> None:
+        self._on_batch(batch)
+
+    def _on_batch(self, batch: EventBatch) -> None:
         now = time.time_ns()
         if not self.first_recv_ns:
             self.first_recv_ns = now

@@ -7,7 +7,8 @@ into a temporary lake: about 126,000 events over six minutes of market time.
 Pipeline: the replay feed actor -> the MDS actor (consolidated best prices, staleness,
 bars, persistence into an embedded PostgreSQL 16 with batched COPY) -> one subscribed
 strategy actor (``StrategyHost`` hosting ``ema_cross``, receiving quotes, trades and books).
-Three Ray processes on a local cluster with 2 CPUs.
+Three Ray processes on a local cluster with 2 CPUs; the market data moves over batch
+streams (actors/batch_stream.py), Ray calls carry the control plane.
 
 * end to end, as fast as possible: events received by the strategy / (its last receipt -
   the production time of the first event). Run twice: with persistence and without.
@@ -23,7 +24,9 @@ Three Ray processes on a local cluster with 2 CPUs.
   same payload size as one event, (a) one at a time, awaited (round-trip rate and
   latency), (b) pipelined, 20,000 in flight (the most calls/s Ray itself does here); and
   the latency floor of the same shape with no work: source -> relay -> sink actors
-  passing 50-event batches at a steady 10,000 events/s.
+  passing 50-event batches at a steady 10,000 events/s, once by Ray actor calls and once
+  over batch streams (actors/batch_stream.py: the transport the pipeline uses for its
+  market data, Ray calls being its control plane).
 
 The last line is one JSON object with every figure.
 """
@@ -47,6 +50,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from actors import names, topology  # noqa: E402
+from actors.batch_stream import BatchReceiver, BatchSender  # noqa: E402
 from actors.strategy_host import StrategyHost  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.config.models import LakeConfig  # noqa: E402
@@ -103,22 +107,30 @@ def raw_actor_calls() -> dict:
     }
 
 
+def _sample(samples: list, batch: EventBatch) -> None:
+    now = time.time_ns()
+    samples.append((now, now - batch.emitted_ns, len(batch)))
+
+
+def _latency(samples: list, warmup_s: float) -> dict:
+    from actors.latency import LatencyRecorder
+
+    rec = LatencyRecorder()
+    for at, lat, n in samples:
+        rec.record(lat, n, at)
+    return rec.percentiles(since_ns=samples[0][0] + int(warmup_s * 1e9))
+
+
 @ray.remote
 class RawSink:
     def __init__(self) -> None:
         self.samples: list[tuple[int, int, int]] = []
 
     async def take(self, batch: EventBatch) -> None:
-        now = time.time_ns()
-        self.samples.append((now, now - batch.emitted_ns, len(batch)))
+        _sample(self.samples, batch)
 
     async def latency(self, warmup_s: float) -> dict:
-        from actors.latency import LatencyRecorder
-
-        rec = LatencyRecorder()
-        for at, lat, n in self.samples:
-            rec.record(lat, n, at)
-        return rec.percentiles(since_ns=self.samples[0][0] + int(warmup_s * 1e9))
+        return _latency(self.samples, warmup_s)
 
 
 @ray.remote
@@ -142,6 +154,58 @@ class RawSource:
             await relay.take.remote(EventBatch([quote] * batch_events, time.time_ns(), "raw"))
             k += 1
             await asyncio.sleep(max(start + k * gap - time.monotonic(), 0.0))
+
+
+@ray.remote
+class StreamSink:
+    def __init__(self) -> None:
+        self.samples: list[tuple[int, int, int]] = []
+
+    async def listen(self):
+        self.receiver = BatchReceiver(lambda batch: _sample(self.samples, batch), "bench-sink")
+        return await self.receiver.start()
+
+    async def latency(self, warmup_s: float) -> dict:
+        return _latency(self.samples, warmup_s)
+
+
+@ray.remote
+class StreamRelay:
+    async def listen(self, sink_address):
+        self.sender = await BatchSender.connect(sink_address, "bench-relay->sink")
+        self.receiver = BatchReceiver(self.take, "bench-relay")
+        return await self.receiver.start()
+
+    async def take(self, batch: EventBatch) -> None:
+        await self.sender.send(batch)
+
+
+@ray.remote
+class StreamSource:
+    async def run(self, relay_address, rate: float, batch_events: int, seconds: float) -> None:
+        sender = await BatchSender.connect(relay_address, "bench-source->relay")
+        quote = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
+        gap = batch_events / rate
+        start = time.monotonic()
+        k = 0
+        while time.monotonic() - start < seconds:
+            await sender.send(EventBatch([quote] * batch_events, time.time_ns(), "raw"))
+            k += 1
+            await asyncio.sleep(max(start + k * gap - time.monotonic(), 0.0))
+        await sender.close()
+
+
+def stream_two_hops(rate: float, seconds: float = 12.0) -> dict:
+    """The same floor over batch streams (the pipeline's transport for market data)."""
+    sink = StreamSink.options(num_cpus=0).remote()
+    relay = StreamRelay.options(num_cpus=0).remote()
+    source = StreamSource.options(num_cpus=0).remote()
+    relay_address = ray.get(relay.listen.remote(ray.get(sink.listen.remote())))
+    ray.get(source.run.remote(relay_address, rate, 50, seconds))
+    result = ray.get(sink.latency.remote(WARMUP_S))
+    for actor in (source, relay, sink):
+        ray.kill(actor)
+    return result
 
 
 def raw_two_hops(rate: float, seconds: float = 12.0) -> dict:
@@ -224,6 +288,7 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, namespace=names.NAMESPACE, log_to_driver=False)
         raw = raw_actor_calls()
         floor = raw_two_hops(PACED_RATE)
+        stream_floor = stream_two_hops(PACED_RATE)
         # Event-time span of the data, for the pacing: speed = target rate / recorded rate.
         from actors.feeds.replay import ReplayFeed
 
@@ -249,7 +314,8 @@ def main() -> None:
         (f"steady {PACED_RATE:,.0f} events/s, with store", f"{steady['events_per_s']:,.0f} events/s", f"latency p50 {steady['p50_ms']:.2f} ms, p99 {steady['p99_ms']:.2f} ms, max {steady['max_ms']:.2f} ms (p99 with the first {WARMUP_S:g} s: {steady['p99_ms_with_warmup']:.2f} ms)"),
         ("  of which feed -> MDS", "", f"p50 {steady['feed_to_mds']['p50_ms']:.2f} ms, p99 {steady['feed_to_mds']['p99_ms']:.2f} ms"),
         (f"recorded pacing, speed {speed:.1f}x (avg {PACED_RATE:,.0f}/s)", f"{paced['events_per_s']:,.0f} events/s", f"latency p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms, max {paced['max_ms']:.2f} ms (bursts to ~55,000/s)"),
-        (f"raw two hops, no work, steady {PACED_RATE:,.0f} events/s", "", f"latency p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms, max {floor['max_ms']:.2f} ms (source -> relay -> sink actors, 50-event batches)"),
+        (f"raw two hops by Ray calls, no work, {PACED_RATE:,.0f}/s", "", f"latency p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms, max {floor['max_ms']:.2f} ms (source -> relay -> sink actors, 50-event batches)"),
+        (f"raw two hops by batch streams, no work, {PACED_RATE:,.0f}/s", "", f"latency p50 {stream_floor['p50_ms']:.2f} ms, p99 {stream_floor['p99_ms']:.2f} ms, max {stream_floor['max_ms']:.2f} ms (the same, over the pipeline's transport)"),
         ("raw Ray actor calls, one at a time", f"{raw['raw_calls_per_s_sequential']:,.0f} calls/s", f"round trip p50 {raw['raw_call_p50_ms']:.2f} ms, p99 {raw['raw_call_p99_ms']:.2f} ms"),
         ("raw Ray actor calls, pipelined", f"{raw['raw_calls_per_s_pipelined']:,.0f} calls/s", "20,000 calls in flight"),
     ]
@@ -284,6 +350,9 @@ def main() -> None:
         "raw_two_hops_p50_ms": floor["p50_ms"],
         "raw_two_hops_p99_ms": floor["p99_ms"],
         "raw_two_hops_max_ms": floor["max_ms"],
+        "stream_two_hops_p50_ms": stream_floor["p50_ms"],
+        "stream_two_hops_p99_ms": stream_floor["p99_ms"],
+        "stream_two_hops_max_ms": stream_floor["max_ms"],
         "e2e_over_raw_pipelined": ratio,
     }
     print(json.dumps(figures))

@@ -147,6 +147,58 @@ def test_signals_published_by_one_strategy_reach_its_subscribers_and_the_store(r
     topology.stop_market_data()
 
 
+def test_a_subscriber_without_a_stream_gets_its_batches_by_actor_call(ray_cluster, replay_config):
+    import ray
+
+    from actors import names, topology
+    from cluster.events import Signal
+
+    @ray.remote(num_cpus=0)
+    class Plain:
+        def __init__(self):
+            self.got = []
+
+        async def on_market_data(self, batch):
+            self.got.extend(batch.events)
+
+        async def events(self):
+            return self.got
+
+    topology.start_market_data(replay_config, None, feeds=[])
+    plain = Plain.remote()
+    mds = ray.get_actor(names.MDS, namespace=names.NAMESPACE)
+    ray.get(mds.subscribe.remote("plain", plain, kinds=["signal"]))
+    ray.get(mds.publish_signal.remote(Signal(1, "carry", "regime", 1.0, None, {})))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not ray.get(plain.events.remote()):
+        time.sleep(0.05)
+    assert [(e.strategy, e.name) for e in ray.get(plain.events.remote())] == [("carry", "regime")]
+    ray.kill(plain)
+    topology.stop_market_data()
+
+
+def test_a_feed_reconnects_its_stream_to_a_restarted_mds(ray_cluster, replay_config):
+    import ray
+
+    from actors import names, topology
+
+    config = with_replay(replay_config, instruments=[USDM], kinds=["quotes"], speed="max", rate=2000.0)
+    topology.start_market_data(config, None, feeds=["replay"])
+    feed = ray.get_actor(names.feed_actor("replay"), namespace=names.NAMESPACE)
+    time.sleep(1.0)
+    ray.kill(ray.get_actor(names.MDS, namespace=names.NAMESPACE))
+    topology._wait_gone(names.MDS)
+    topology.start_market_data(config, None, feeds=[])  # a new MDS: new stream address
+    mds = ray.get_actor(names.MDS, namespace=names.NAMESPACE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not ray.get(mds.status.remote())["sources"].get("replay", {}).get("events"):
+        time.sleep(0.1)
+    assert ray.get(mds.status.remote())["sources"]["replay"]["events"] > 0
+    health = ray.get(feed.health.remote())
+    assert health["reconnects"] >= 1 and health["errors"].get("unavailable", 0) >= 1, health  # the lost stream
+    topology.stop_market_data()
+
+
 def test_a_feed_refused_by_its_configuration_stays_up_and_says_why(ray_cluster, replay_config):
     import dataclasses
 

@@ -1,7 +1,9 @@
 """A feed as a named, detached Ray actor (``feed:<name>`` in namespace ``botmain``).
 
-The actor runs the feed's ``FeedRunner`` on its event loop and publishes each batch to the
-MDS actor, awaiting the acknowledgement (bounded in-flight batches give back-pressure).
+The actor runs the feed's ``FeedRunner`` on its event loop and sends each batch to the MDS
+over a batch stream (actors/batch_stream.py; the address comes from the MDS actor), awaiting
+the acknowledgement (bounded in-flight batches give back-pressure). A lost connection ends
+the feed's session like any other failure; the next session reconnects.
 It exports the feed's errors and connection state as Prometheus metrics.
 """
 
@@ -14,6 +16,7 @@ import logging
 import ray
 
 from actors import names
+from actors.batch_stream import BatchSender
 from actors.feeds import feed_class
 from actors.feeds.base import FeedHealth, FeedRunner
 from actors.feeds.errors import FeedConfigError
@@ -27,7 +30,10 @@ class FeedActor:
     def __init__(self, feed: str, config: BotmainConfig, mds_name: str = names.MDS) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = getattr(config.market_data.feeds, feed)
-        self.mds = ray.get_actor(mds_name, namespace=names.NAMESPACE)
+        self.mds_name = mds_name
+        self.name = feed
+        self._sender: BatchSender | None = None
+        self._connecting = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self.feed = None
         self.runner = None
@@ -41,7 +47,15 @@ class FeedActor:
         self._metrics_task: asyncio.Task | None = None
 
     async def _publish(self, batch: EventBatch) -> None:
-        await self.mds.publish.remote(batch)
+        # Under the lock so that batches leave in order even while (re)connecting.
+        async with self._connecting:
+            if self._sender is None or self._sender.closed:
+                # Looked up again on every (re)connect: a restarted MDS is a new actor.
+                mds = ray.get_actor(self.mds_name, namespace=names.NAMESPACE)
+                address = await mds.stream_address.remote()
+                self._sender = await BatchSender.connect(address, f"feed:{self.name}->mds")
+            ack = self._sender.send(batch)
+        await ack
 
     async def start(self) -> dict:
         if self.refused is None and self._task is None:
@@ -68,6 +82,8 @@ class FeedActor:
     async def stop(self) -> dict:
         if self.runner is not None:
             self.runner.stop()
+        if self._sender is not None:
+            await self._sender.close()
         for task in (self._task, self._metrics_task):
             if task is not None and not task.done():
                 task.cancel()

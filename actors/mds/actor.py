@@ -2,10 +2,16 @@
 
 An async actor: every method runs on one event loop, so the server's state needs no locks,
 and publishing, subscribing and status calls interleave between batches.
+
+Market data arrives and leaves over batch streams (actors/batch_stream.py): feeds connect
+to the address ``stream_address`` returns, and subscribers that run a receiver pass its
+address to ``subscribe``. ``publish`` and delivery by actor call (``on_market_data``) stay
+for callers without a stream; both end in the same server methods.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import pickle
@@ -13,6 +19,7 @@ import pickle
 import ray
 
 from actors import names
+from actors.batch_stream import BatchReceiver, BatchSender, StreamAddress
 from actors.mds.metrics import metrics
 from actors.mds.rows import RowBuffer
 from actors.mds.server import MarketDataServer
@@ -29,6 +36,9 @@ class MdsActor:
         self.dsn = dsn
         self.clock = clock
         self.server: MarketDataServer | None = None
+        self.receiver: BatchReceiver | None = None
+        self.senders: dict[str, BatchSender] = {}
+        self.started = asyncio.Event()
 
     async def start(self) -> dict:
         """Register the instruments in the store (if persisting), start the ``mds-store``
@@ -53,23 +63,48 @@ class MdsActor:
             await store.actor.start.remote()
         self.server = MarketDataServer(self.config, self.clock, rows, store, m)
         self.server.start()
+        self.receiver = BatchReceiver(self.server.publish, "mds")
+        await self.receiver.start()
+        self.started.set()
         gc.freeze()  # see actors/__init__.py: keep startup objects out of the collector's walks
         return self.server.status()
 
     async def publish(self, batch: EventBatch) -> int:
         return self.server.publish(batch)
 
+    async def stream_address(self) -> StreamAddress:
+        """Where feeds send their batches (see actors/batch_stream.py); waits for ``start``
+        (a feed may ask a restarted MDS before it has been started)."""
+        await asyncio.wait_for(self.started.wait(), timeout=60.0)
+        return self.receiver.address
+
     async def publish_signal(self, signal: Signal) -> None:
         self.server.publish_signal(signal)
 
-    async def subscribe(self, name: str, handle, kinds=None, symbols=None, signals=None) -> dict:
-        async def deliver(batch: EventBatch) -> None:
-            await handle.on_market_data.remote(batch)
+    async def subscribe(self, name: str, handle, kinds=None, symbols=None, signals=None, stream: StreamAddress | None = None) -> dict:
+        """Deliver to ``stream`` (the subscriber's batch receiver) if given, else by calling
+        ``handle.on_market_data``. Returns the current best prices."""
+        await self._close_sender(name)
+        if stream is not None:
+            sender = self.senders[name] = await BatchSender.connect(stream, f"mds->{name}")
+
+            def deliver(batch: EventBatch):
+                return sender.send(batch)  # a future: resolved when the subscriber has handled it
+        else:
+
+            async def deliver(batch: EventBatch) -> None:
+                await handle.on_market_data.remote(batch)
 
         return self.server.subscribe(name, deliver, kinds, symbols, signals)
 
     async def unsubscribe(self, name: str) -> bool:
+        await self._close_sender(name)
         return self.server.unsubscribe(name)
+
+    async def _close_sender(self, name: str) -> None:
+        sender = self.senders.pop(name, None)
+        if sender is not None:
+            await sender.close()
 
     async def best(self, symbol: str):
         return self.server.best(symbol)
@@ -90,6 +125,9 @@ class MdsActor:
 
     async def stop(self) -> None:
         await self.flush_store()
+        await self.receiver.close()
+        for name in list(self.senders):
+            await self._close_sender(name)
         await self.server.stop()
         if self.server.store is not None:
             await self.server.store.actor.stop.remote()
