@@ -356,6 +356,31 @@ def sweep(
     _submit_and_follow(config, args, "sweep", follow=not no_follow)
 
 
+@main.command("train-selector")
+@click.option("--instrument", default="SOL-PERP", show_default=True, help="the asset to train for (SOL-PERP, SOL-USDC or SOL)")
+@click.option("--start")
+@click.option("--end")
+@click.option("--venue", "venues", multiple=True, help="only these venues (repeatable)")
+@click.option("--folds", type=int, help="walk-forward folds (default 4)")
+@click.option("--trees", type=int, help="boosting rounds (default 300)")
+@click.option("--requests-per-hour", type=int, help="decision requests drawn per recorded hour (default 4)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--activate", type=click.Choice(["if_better", "always", "never"]), default="if_better", show_default=True,
+              help="make the new version the served one")
+@click.option("--no-follow", is_flag=True, help="submit and return the job id")
+def train_selector(instrument, start, end, venues, folds, trees, requests_per_hour, seed, activate, no_follow) -> None:
+    """Train the venue selector as a Ray job: dataset from the lake, walk-forward validation
+    against the whitepaper rule and single-venue policies (in bps), model registry."""
+    config = _config()
+    args = ["jobs.train_selector", "--instrument", instrument, "--seed", str(seed), "--activate", activate]
+    for venue in venues:
+        args += ["--venue", venue]
+    for flag, value in (("--start", start), ("--end", end), ("--folds", folds), ("--trees", trees), ("--requests-per-hour", requests_per_hour)):
+        if value is not None:
+            args += [flag, str(value)]
+    _submit_and_follow(config, args, "train-selector", follow=not no_follow)
+
+
 def _submit_and_follow(config: BotmainConfig, args: list[str], job_name: str, follow: bool = True) -> None:
     """Submit ``python -m args...`` as a Ray job, stream its logs, exit 1 unless it succeeded."""
     from cluster import job_submission

@@ -19,6 +19,7 @@ from cluster.config import BotmainConfig
 from cluster.runtime import dashboard_alive, enable_token_auth, endpoints
 
 SHIPPED_EXCLUDES = [".venv", "var", ".git", "**/__pycache__", "reports"]
+AGENT_WAIT_S = 60.0  # how long a submission waits for a just-started cluster's job agent
 
 
 class JobFailed(RuntimeError):
@@ -43,12 +44,19 @@ def submit(config: BotmainConfig, argv: list[str], *, job_name: str) -> str:
         runtime_env["working_dir"] = str(config.root)
         runtime_env["excludes"] = SHIPPED_EXCLUDES
     entrypoint = "python -m " + " ".join(shlex.quote(a) for a in argv)
-    return client.submit_job(
-        entrypoint=entrypoint,
-        runtime_env=runtime_env or None,
-        submission_id=f"{job_name}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 100000:05d}",
-        metadata={"botmain_job": job_name},
-    )
+    submission_id = f"{job_name}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 100000:05d}"
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return client.submit_job(
+                entrypoint=entrypoint, runtime_env=runtime_env or None, submission_id=submission_id, metadata={"botmain_job": job_name}
+            )
+        except RuntimeError as exc:
+            # Right after `botmain up` the dashboard answers before its job agent has
+            # registered; Ray says so with this message. Anything else is a real refusal.
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def follow(config: BotmainConfig, submission_id: str, out: TextIO = sys.stdout) -> str:

@@ -112,6 +112,9 @@ class MdsActor:
     async def venue_tops(self, symbol: str) -> dict:
         return self.server.venue_tops(symbol)
 
+    async def market_snapshot(self, base: str | None = None) -> dict:
+        return self.server.market_snapshot(base)
+
     async def status(self) -> dict:
         return self.server.status()
 

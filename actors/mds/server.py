@@ -301,6 +301,27 @@ class MarketDataServer:
             for venue, t in self.view.tops.get(symbol, {}).items()
         }
 
+    def market_snapshot(self, base: str | None = None) -> dict:
+        """The latest state per venue-instrument (optionally of one base asset): top of book,
+        settled funding, mark and oracle, and which venues are stale, on the MDS's clock.
+        What the venue selector reads live."""
+        def wanted(symbol: str) -> bool:
+            return base is None or symbol.split("-", 1)[0] == base
+
+        tops = {
+            f"{venue}:{symbol}": {"ts_ns": t.ts_ns, "bid": t.bid, "ask": t.ask}
+            for symbol, by_venue in self.view.tops.items() if wanted(symbol)
+            for venue, t in by_venue.items()
+        }
+        funding = {
+            k: {"ts_ns": f.ts_ns, "rate": f.rate, "interval_s": f.interval_s, "oracle": f.oracle_price, "mark": f.mark_price}
+            for k, f in self.view.funding.items() if wanted(k.split(":", 1)[1])
+        }
+        marks = {k: {"ts_ns": m.ts_ns, "mark": m.mark, "oracle": m.oracle} for k, m in self.view.marks.items() if wanted(k.split(":", 1)[1])}
+        now = self.staleness.event_now if self.staleness.clock == "event" and self.staleness.event_now else time.time_ns()
+        return {"now_ns": now, "clock": self.staleness.clock, "stale_venues": sorted(self.staleness.stale),
+                "tops": tops, "funding": funding, "marks": marks}
+
     def status(self) -> dict:
         silent = self.staleness.silent_s()
         return {

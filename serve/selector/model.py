@@ -1,0 +1,166 @@
+"""The trained model and the ``Selector`` that answers decision requests.
+
+The model is an xgboost regressor of the realised all-in cost (bps) of one candidate for one
+request, from ``features.FEATURES``. A decision ranks the request's candidates by predicted
+cost and picks the cheapest. Without an active model the whitepaper rule picks, and the
+ranking shows the transparent estimate (execution + funding persisting over the horizon).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from cluster.config import BotmainConfig
+from serve.selector.candidates import Candidate, SelectorError, candidates
+from serve.selector.costs import CostModel
+from serve.selector.features import FEATURES, VenueState, estimated_cost_bps, model_row
+from serve.selector.rule import choose_execution_venue
+
+
+class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    instrument: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-/:.]+$", description="SOL-PERP, drift:SOL-PERP, SOL-USDC or SOL")
+    side: Literal["buy", "sell"]
+    size: float = Field(gt=0, le=1e12, description="base units")
+    horizon_h: float = Field(24.0, gt=0, le=24 * 365, description="intended holding time, hours")
+    venues: list[str] | None = Field(None, max_length=32, description="only these venues")
+    features: dict[str, VenueState] | None = Field(
+        None, max_length=32, description="market state per candidate (venue:SYMBOL); default: live from the MDS, else the lake"
+    )
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "buy" else -1
+
+
+class Alternative(BaseModel):
+    venue: str
+    market: str  # venue:SYMBOL
+    kind: str  # perp | spot
+    cost_bps: float
+
+
+class Decision(BaseModel):
+    instrument: str
+    side: str
+    size: float
+    horizon_h: float
+    venue: str
+    market: str
+    kind: str
+    expected_cost_bps: float
+    alternatives: list[Alternative]  # every candidate, cheapest first
+    decided_by: Literal["model", "rule"]
+    model_version: str | None
+    note: str | None = None
+    features_from: str  # "request", "lake, as of ...", "MDS live (...)"
+    features: dict[str, dict[str, float]]  # per candidate: FEATURES -> value
+
+
+@dataclass(frozen=True)
+class SelectorModel:
+    version: str
+    features: tuple[str, ...]
+    booster: object  # xgboost.Booster
+
+    @classmethod
+    def from_bytes(cls, version: str, raw: bytes, features: list[str]) -> SelectorModel:
+        import xgboost as xgb
+
+        if list(features) != FEATURES:
+            raise SelectorError(f"model {version} was trained on features {features}, this code computes {FEATURES}")
+        booster = xgb.Booster()
+        booster.load_model(bytearray(raw))
+        booster.set_param({"nthread": 1})
+        return cls(version, tuple(features), booster)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return self.booster.inplace_predict(rows)
+
+
+StateProvider = Callable[[DecisionRequest, list[Candidate]], dict[str, VenueState]]
+
+NO_MODEL_NOTE = "no trained model is active: the whitepaper rule chose; costs are the cost model's estimate"
+
+
+class Selector:
+    def __init__(self, config: BotmainConfig, model: SelectorModel | None = None) -> None:
+        self.config = config
+        self.model = model
+        self._candidates: dict[tuple, list[Candidate]] = {}
+        self._costs: dict[tuple, CostModel] = {}
+
+    def candidates_for(self, request: DecisionRequest) -> list[Candidate]:
+        key = (request.instrument, tuple(request.venues) if request.venues else None)
+        if key not in self._candidates:
+            found = candidates(self.config, request.instrument, request.venues)
+            self._candidates[key] = found
+            self._costs[key] = CostModel(found)
+        return self._candidates[key]
+
+    def decide_many(self, requests: list[DecisionRequest], provider: StateProvider) -> list[Decision]:
+        """One model call for every candidate of every request."""
+        prepared = []
+        for request in requests:
+            cands = self.candidates_for(request)
+            cost_model = self._costs[(request.instrument, tuple(request.venues) if request.venues else None)]
+            states = request.features if request.features is not None else provider(request, cands)
+            unknown = sorted(set(states) - {c.key for c in cands})
+            if request.features is not None and unknown:
+                raise SelectorError(f"features for {', '.join(unknown)}: not a candidate for {request.instrument} "
+                                    f"(candidates: {', '.join(c.key for c in cands)})")
+            usable = [c for c in cands if c.key in states]
+            if not usable:
+                raise SelectorError(f"no market state for any venue of {request.instrument} "
+                                    f"(candidates: {', '.join(c.key for c in cands)})")
+            rows = np.vstack([model_row(cost_model, c, request.sign, request.size, request.horizon_h, states[c.key]) for c in usable])
+            source = "request" if request.features is not None else getattr(states, "source", "") or "state provider"
+            prepared.append((request, usable, states, rows, source))
+        if self.model is not None and prepared:
+            predicted = self.model.predict(np.vstack([p[3] for p in prepared]))
+        out, at = [], 0
+        for request, usable, states, rows, source in prepared:
+            n = len(usable)
+            if self.model is not None:
+                costs = [float(x) for x in predicted[at : at + n]]
+                chosen = usable[int(np.argmin(costs))]
+            else:
+                costs = [estimated_cost_bps(r) for r in rows]
+                chosen = self._rule(request, usable, states, rows)
+            at += n
+            out.append(self._decision(request, usable, rows, costs, chosen, source))
+        return out
+
+    def _rule(self, request: DecisionRequest, usable: list[Candidate], states: dict[str, VenueState], rows: np.ndarray) -> Candidate:
+        ex = FEATURES.index("execution_bps")
+        im = FEATURES.index("impact_bps")
+        execution = {c.key: float(r[ex]) for c, r in zip(usable, rows)}
+        effective = {c.key: states[c.key].price * (1 + request.sign * (float(r[im]) + c.fee_bps) / 1e4) for c, r in zip(usable, rows)}
+        drift = next((c for c in usable if c.venue == "drift" and c.is_perp), None)
+        funding = states[drift.key].funding_bps_h if drift is not None else 0.0
+        return choose_execution_venue(usable, request.sign, funding, effective, execution)
+
+    def _decision(self, request, usable, rows, costs, chosen, source: str) -> Decision:
+        ranked = sorted(zip(usable, costs), key=lambda x: x[1])
+        return Decision(
+            instrument=request.instrument,
+            side=request.side,
+            size=request.size,
+            horizon_h=request.horizon_h,
+            venue=chosen.venue,
+            market=chosen.key,
+            kind=chosen.kind,
+            expected_cost_bps=costs[usable.index(chosen)],
+            alternatives=[Alternative(venue=c.venue, market=c.key, kind=c.kind, cost_bps=cost) for c, cost in ranked],
+            decided_by="model" if self.model is not None else "rule",
+            model_version=self.model.version if self.model is not None else None,
+            note=None if self.model is not None else NO_MODEL_NOTE,
+            features_from=source,
+            features={c.key: dict(zip(FEATURES, (float(v) for v in r))) for c, r in zip(usable, rows)},
+        )

@@ -1,0 +1,36 @@
+"""The whitepaper's sample rule (``choose_execution_venue``, bot-whitepaper.txt 4.1):
+
+    if drift_funding_rate < 0 and spot_price_jupiter < spot_price_raydium: Jupiter
+    elif drift_funding_rate > 0: Drift
+    else: Raydium
+
+"Jupiter's price below Raydium's" is read as "Jupiter's effective price for this trade is
+better" (lower for a buy, higher for a sell), with each venue's concession for the size.
+Where a named venue has no listing for the asset, its place is taken by the cheapest
+candidate of the same kind by execution cost.
+"""
+
+from __future__ import annotations
+
+from serve.selector.candidates import Candidate
+
+
+def choose_execution_venue(
+    candidates: list[Candidate], side: int, drift_funding_bps_h: float, effective_price: dict[str, float], execution_bps: dict[str, float]
+) -> Candidate:
+    by_venue = {c.venue: c for c in candidates}
+
+    def named(venue: str, kind: str) -> Candidate:
+        if venue in by_venue and by_venue[venue].kind == kind:
+            return by_venue[venue]
+        same_kind = [c for c in candidates if c.kind == kind] or candidates
+        return min(same_kind, key=lambda c: execution_bps[c.key])
+
+    jupiter, raydium, drift = named("jupiter", "spot"), named("raydium", "spot"), named("drift", "perp")
+    pj, pr = effective_price[jupiter.key], effective_price[raydium.key]
+    jupiter_better = pj < pr if side > 0 else pj > pr
+    if drift_funding_bps_h < 0 and jupiter_better:
+        return jupiter
+    if drift_funding_bps_h > 0:
+        return drift
+    return raydium

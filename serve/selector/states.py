@@ -1,0 +1,137 @@
+"""Where a decision's market state comes from when the request does not carry it.
+
+``MarketStates`` is the ``StateProvider`` the service uses. Per base asset it keeps the
+lake's history (``history.MarketHistory``, reloaded every ``lake_refresh_s``): the hourly
+features at the end of the recording. When the Market Data Server runs, a background poll
+(``run``: one ``market_snapshot`` call per second, never on the request path) overlays
+what it sees live on top of that: each venue's price (its top of book's mid, or a perp's
+mark), settled funding, premium (mark over oracle) and staleness on the MDS's clock. The
+history-based features (EMAs, volatility, funding over 24 h) stay the lake's; a live
+deployment keeps the lake current by ingesting what the MDS stores.
+
+Every answer says which it used (``StateMap.source``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from cluster.config import BotmainConfig
+from serve.selector.candidates import Candidate, base_asset
+from serve.selector.features import VenueState
+from serve.selector.history import MarketHistory
+
+log = logging.getLogger(__name__)
+
+
+class StateMap(dict):
+    """venue:SYMBOL -> VenueState, and where they came from."""
+
+    source: str = ""
+
+
+class MarketStates:
+    def __init__(self, config: BotmainConfig, lake_refresh_s: float = 300.0, mds_name: str = "mds", namespace: str = "botmain") -> None:
+        self.config = config
+        self.lake_refresh_s = lake_refresh_s
+        self.mds_name = mds_name
+        self.namespace = namespace
+        self._history: dict[str, tuple[float, MarketHistory]] = {}
+        self._live: dict[str, dict] = {}  # base -> the MDS's latest snapshot
+        self.live_error: str | None = None
+
+    # --- the provider ------------------------------------------------------------------------
+
+    def __call__(self, request, candidates: list[Candidate]) -> StateMap:
+        base = candidates[0].base
+        history = self.history(base)
+        i = len(history.grid) - 1
+        states = StateMap(history.states(i))
+        as_of = np.datetime64(int(history.decision_ns[i]), "ns")
+        states.source = f"lake, as of {str(as_of)[:16]} UTC"
+        live = self._live.get(base)
+        if live is not None and (live["tops"] or live["funding"] or live["marks"]):
+            overlaid = self._overlay(states, live, {c.key: c for c in candidates})
+            if overlaid:
+                states.source = f"MDS live ({', '.join(sorted(overlaid))}), history features from the lake"
+        return states
+
+    def history(self, base: str) -> MarketHistory:
+        loaded = self._history.get(base)
+        if loaded is None or time.monotonic() - loaded[0] > self.lake_refresh_s:
+            loaded = (time.monotonic(), MarketHistory.from_lake(self.config, base))
+            self._history[base] = loaded
+        return loaded[1]
+
+    # --- live overlay ---------------------------------------------------------------------------
+
+    async def refresh_live(self) -> None:
+        """One poll of the MDS for every base asset asked about so far (no-op without an MDS)."""
+        import ray
+
+        try:
+            mds = ray.get_actor(self.mds_name, namespace=self.namespace)
+        except ValueError:
+            self._live.clear()
+            self.live_error = "the MDS is not running"
+            return
+        try:
+            for base in list(self._history):
+                self._live[base] = await mds.market_snapshot.remote(base)
+            self.live_error = None
+        except Exception as exc:  # the MDS went away between the lookup and the call
+            self._live.clear()
+            self.live_error = f"{type(exc).__name__}: {exc}"
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        import asyncio
+
+        while True:
+            await self.refresh_live()
+            await asyncio.sleep(interval_s)
+
+    def warm(self, instrument: str) -> None:
+        """Load an asset's history now (startup) instead of on the first request."""
+        self.history(base_asset(self.config, instrument))
+
+    @staticmethod
+    def _overlay(states: StateMap, live: dict, by_key: dict[str, Candidate]) -> list[str]:
+        now = live["now_ns"]
+        stale = set(live["stale_venues"])
+        overlaid = []
+        for key, candidate in by_key.items():
+            top, funding, mark = live["tops"].get(key), live["funding"].get(key), live["marks"].get(key)
+            if top is None and funding is None and mark is None:
+                continue
+            base_state = states.get(key)
+            update: dict = {}
+            newest = 0
+            if mark is not None and mark["mark"]:
+                update["price"] = mark["mark"]
+                if mark.get("oracle"):
+                    update["premium_bps"] = (mark["mark"] - mark["oracle"]) / mark["oracle"] * 1e4
+                newest = max(newest, mark["ts_ns"])
+            elif top is not None and top["bid"] and top["ask"]:
+                update["price"] = (top["bid"] + top["ask"]) / 2
+            if top is not None:
+                newest = max(newest, top["ts_ns"])
+            if funding is not None and candidate.is_perp:
+                update["funding_bps_h"] = funding["rate"] / max(funding["interval_s"], 1) * 3600 * 1e4
+                newest = max(newest, funding["ts_ns"])
+            if not update:
+                continue
+            staleness = max((now - newest) / 1e9, 0.0) if newest else 0.0
+            if candidate.venue in stale:
+                staleness = max(staleness, 3600.0)
+            update["staleness_s"] = staleness
+            if base_state is None:
+                if "price" not in update:
+                    continue
+                states[key] = VenueState(**update)
+            else:
+                states[key] = base_state.model_copy(update=update)
+            overlaid.append(key)
+        return overlaid
