@@ -199,6 +199,39 @@ def test_a_feed_reconnects_its_stream_to_a_restarted_mds(ray_cluster, replay_con
     topology.stop_market_data()
 
 
+def test_the_venue_selector_reads_its_live_features_from_the_mds(ray_cluster, replay_config):
+    import ray
+
+    from actors import names, topology
+    from serve.selector.candidates import candidates
+    from serve.selector.model import DecisionRequest
+    from serve.selector.states import MarketStates
+
+    config = with_replay(replay_config, instruments=["drift:SOL-PERP"], kinds=["funding"], speed="max")
+    topology.start_market_data(config, None, feeds=["replay"])
+    feed = ray.get_actor(names.feed_actor("replay"), namespace=names.NAMESPACE)
+    assert ray.get(feed.wait_finished.remote(120))["state"] == "finished"
+    mds = ray.get_actor(names.MDS, namespace=names.NAMESPACE)
+    snapshot = ray.get(mds.market_snapshot.remote("SOL"))
+    last = Lake(replay_config.lake_root).read("funding", "drift", "SOL-PERP").to_pylist()[-1]
+    funding = snapshot["funding"]["drift:SOL-PERP"]
+    assert (funding["rate"], funding["oracle"], funding["mark"]) == (last["rate"], last["oracle_price"], last["mark_price"])
+    assert snapshot["clock"] == "event" and snapshot["now_ns"] >= funding["ts_ns"]
+
+    states = MarketStates(replay_config)
+    cands = candidates(replay_config, "SOL-PERP")
+    request = DecisionRequest(instrument="SOL-PERP", side="buy", size=1)
+    assert states(request, cands).source.startswith("lake, as of")
+    asyncio.run(states.refresh_live())
+    live = states(request, cands)
+    assert live.source.startswith("MDS live (drift:SOL-PERP)")
+    assert live["drift:SOL-PERP"].funding_bps_h == pytest.approx(last["rate"] * 1e4)
+    assert live["drift:SOL-PERP"].price == pytest.approx(last["mark_price"])
+    topology.stop_market_data()
+    asyncio.run(states.refresh_live())
+    assert states(request, cands).source.startswith("lake") and states.live_error == "the MDS is not running"
+
+
 def test_a_feed_refused_by_its_configuration_stays_up_and_says_why(ray_cluster, replay_config):
     import dataclasses
 
