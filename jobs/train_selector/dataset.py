@@ -22,7 +22,7 @@ import numpy as np
 from serve.selector.costs import CostModel
 from serve.selector.features import FEATURES, model_row
 from serve.selector.history import EMA_LONG_H, MarketHistory
-from serve.selector.rule import choose_execution_venue
+from serve.selector.rule import rule_pick
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def build_dataset(history: MarketHistory, settings: DatasetSettings) -> Dataset:
     if len(hours) < 10:
         raise ValueError(f"{history.base}: {len(history.grid)} recorded hours is too short for horizons up to {max_h} h")
     rows, req_ids, row_hours, row_keys, row_sides, row_horizons, rule_picks = [], [], [], [], [], [], []
-    ex, im = FEATURES.index("execution_bps"), FEATURES.index("impact_bps")
+    ex = FEATURES.index("execution_bps")
     rid = 0
     for i in hours:
         states = history.states(int(i))
@@ -72,11 +72,7 @@ def build_dataset(history: MarketHistory, settings: DatasetSettings) -> Dataset:
             horizon = int(rng.choice(settings.horizons_h))
             size = notional / states[usable[0].key].price  # one size in base units for every venue
             request_rows = [model_row(cost_model, c, side, size, horizon, states[c.key]) for c in usable]
-            execution = {c.key: float(r[ex]) for c, r in zip(usable, request_rows)}
-            effective = {c.key: states[c.key].price * (1 + side * (float(r[im]) + c.fee_bps) / 1e4) for c, r in zip(usable, request_rows)}
-            drift = next((c for c in usable if c.venue == "drift" and c.is_perp), None)
-            funding = states[drift.key].funding_bps_h if drift is not None else 0.0
-            rule_picks.append(choose_execution_venue(usable, side, funding, effective, execution).key)
+            rule_picks.append(rule_pick(usable, side, states, request_rows).key)
             for c, row in zip(usable, request_rows):
                 rows.append(row)
                 req_ids.append(rid)

@@ -19,7 +19,7 @@ from cluster.config import BotmainConfig
 from serve.selector.candidates import Candidate, SelectorError, candidates
 from serve.selector.costs import CostModel
 from serve.selector.features import FEATURES, VenueState, estimated_cost_bps, model_row
-from serve.selector.rule import choose_execution_venue
+from serve.selector.rule import rule_pick
 
 
 class DecisionRequest(BaseModel):
@@ -132,19 +132,10 @@ class Selector:
                 chosen = usable[int(np.argmin(costs))]
             else:
                 costs = [estimated_cost_bps(r) for r in rows]
-                chosen = self._rule(request, usable, states, rows)
+                chosen = rule_pick(usable, request.sign, states, rows)
             at += n
             out.append(self._decision(request, usable, rows, costs, chosen, source))
         return out
-
-    def _rule(self, request: DecisionRequest, usable: list[Candidate], states: dict[str, VenueState], rows: np.ndarray) -> Candidate:
-        ex = FEATURES.index("execution_bps")
-        im = FEATURES.index("impact_bps")
-        execution = {c.key: float(r[ex]) for c, r in zip(usable, rows)}
-        effective = {c.key: states[c.key].price * (1 + request.sign * (float(r[im]) + c.fee_bps) / 1e4) for c, r in zip(usable, rows)}
-        drift = next((c for c in usable if c.venue == "drift" and c.is_perp), None)
-        funding = states[drift.key].funding_bps_h if drift is not None else 0.0
-        return choose_execution_venue(usable, request.sign, funding, effective, execution)
 
     def _decision(self, request, usable, rows, costs, chosen, source: str) -> Decision:
         ranked = sorted(zip(usable, costs), key=lambda x: x[1])

@@ -12,7 +12,10 @@ candidate of the same kind by execution cost.
 
 from __future__ import annotations
 
+import numpy as np
+
 from serve.selector.candidates import Candidate
+from serve.selector.features import FEATURES, VenueState
 
 
 def choose_execution_venue(
@@ -34,3 +37,14 @@ def choose_execution_venue(
     if drift_funding_bps_h > 0:
         return drift
     return raydium
+
+
+def rule_pick(candidates: list[Candidate], side: int, states: dict[str, VenueState], rows: np.ndarray) -> Candidate:
+    """The rule's pick from the candidates' model rows (``features.model_row``, same order):
+    effective price = price x (1 +/- (concession + fee)), Drift's latest funding."""
+    ex, im = FEATURES.index("execution_bps"), FEATURES.index("impact_bps")
+    execution = {c.key: float(r[ex]) for c, r in zip(candidates, rows)}
+    effective = {c.key: states[c.key].price * (1 + side * (float(r[im]) + c.fee_bps) / 1e4) for c, r in zip(candidates, rows)}
+    drift = next((c for c in candidates if c.venue == "drift" and c.is_perp), None)
+    funding = states[drift.key].funding_bps_h if drift is not None else 0.0
+    return choose_execution_venue(candidates, side, funding, effective, execution)
