@@ -2,7 +2,9 @@
 #   make test   install (uv, the locked virtualenv) and run the test suite
 #   make demo   install, start the store and a local Ray cluster, ingest the sample data,
 #               start the Market Data Server and the replay feed as named actors (replaying
-#               the sample), sweep an EMA-cross grid as a Ray job and print its leaderboard
+#               the sample), sweep an EMA-cross grid as a Ray job and print its leaderboard,
+#               train the venue selector (a Ray job), serve it on Ray Serve and make a few
+#               authenticated decisions
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -26,13 +28,36 @@ $(STAMP): pyproject.toml uv.lock
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+# The demo's JWT key and API client are random, made once under var/demo (git-ignored),
+# and reach every Ray process through the environment `botmain up` starts them with.
+# Set BOTMAIN_JWT_SECRET / BOTMAIN_API_CLIENTS yourself to use your own.
+DEMO_SECRETS := $(CURDIR)/var/demo
+demo: export BOTMAIN_JWT_SECRET_FILE ?= $(DEMO_SECRETS)/jwt_secret
+demo: export BOTMAIN_API_CLIENTS_FILE ?= $(DEMO_SECRETS)/api_clients
+
+$(DEMO_SECRETS)/jwt_secret: | $(STAMP)
+	@mkdir -p $(DEMO_SECRETS) && chmod 700 $(DEMO_SECRETS)
+	@umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(48))" > $@
+
+$(DEMO_SECRETS)/api_clients: | $(STAMP)
+	@mkdir -p $(DEMO_SECRETS) && chmod 700 $(DEMO_SECRETS)
+	@umask 077 && $(BIN)/python -c "import secrets; print('demo:' + secrets.token_urlsafe(24))" > $@
+
+demo: $(STAMP) $(DEMO_SECRETS)/jwt_secret $(DEMO_SECRETS)/api_clients
 	$(BIN)/botmain up
 	$(BIN)/botmain ingest --submit data/sample
 	@echo
 	$(BIN)/botmain mds start --wait
 	@echo
 	$(BIN)/botmain sweep --strategy sol_ema_cross --grid fast=5:55:2 slow=20:220:8 --run-id demo-sol-ema-cross
+	@echo
+	$(BIN)/botmain train-selector
+	@echo
+	$(BIN)/botmain serve
+	@echo
+	$(BIN)/botmain decide SOL-PERP buy 10
+	$(BIN)/botmain decide SOL-PERP sell 2000 --horizon 72
+	$(BIN)/botmain decide SOL-USDC buy 500 --horizon 1
 	@echo
 	$(BIN)/botmain status
 
@@ -41,6 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/compare_vectorbt.py
 	$(BIN)/python bench/mds.py
+	$(BIN)/python bench/serve.py
 
 down: $(STAMP)
 	$(BIN)/botmain down

@@ -447,3 +447,8 @@ def _with_store(query, config: BotmainConfig | None = None):
 from cluster.cli_market_data import mds  # noqa: E402  (the group needs `main` defined first)
 
 main.add_command(mds)
+
+from cluster.cli_serve import decide, serve_command  # noqa: E402
+
+main.add_command(serve_command)
+main.add_command(decide)

@@ -232,12 +232,21 @@ class JwtConfig(Strict):
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
 
 
+class BatchConfig(Strict):
+    """``@serve.batch``: concurrent decide requests in a replica share one model call."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    wait_timeout_s: Annotated[float, Field(ge=0, le=1)] = 0.002
+
+
 class ServeConfig(Strict):
     host: str = "127.0.0.1"
     port: Port = 8000
     replicas: Annotated[int, Field(ge=1)] = 1
     rate_limit: RateLimitConfig = RateLimitConfig()
     jwt: JwtConfig = JwtConfig()
+    batch: BatchConfig = BatchConfig()
+    model_poll_s: Annotated[float, Field(gt=0, le=3600)] = Field(2.0, description="how often each replica checks the active model version")
 
 
 # --- simulation.yaml ----------------------------------------------------------------
