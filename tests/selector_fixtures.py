@@ -65,12 +65,12 @@ def training_set(config: BotmainConfig, n_requests: int = 600, seed: int = 0) ->
     return np.vstack(rows), np.asarray(labels)
 
 
-def train_model(config: BotmainConfig, seed: int = 0, trees: int = 50) -> bytes:
+def train_model(config: BotmainConfig, seed: int = 0, trees: int = 50, max_depth: int = 4) -> bytes:
     """An xgboost regressor of the all-in cost, as UBJ bytes (the registry's artifact format)."""
     import xgboost as xgb
 
     x, y = training_set(config, seed=seed)
-    booster = xgb.train({"max_depth": 4, "eta": 0.2, "nthread": 1, "seed": seed},
+    booster = xgb.train({"max_depth": max_depth, "eta": 0.2, "nthread": 1, "seed": seed},
                         xgb.DMatrix(x, label=y, feature_names=FEATURES), num_boost_round=trees)
     return bytes(booster.save_raw("ubj"))
 

@@ -38,9 +38,9 @@ FEATURES = [
 
 class VenueState(BaseModel):
     """The market on one venue at decision time. Units: bps of price (or of notional per
-    hour for funding), seconds, base units."""
+    hour for funding), seconds, base units. NaN and infinities are refused by name."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     price: float = Field(gt=0, description="mid or index price, quote per base unit")
     funding_bps_h: float = Field(0.0, ge=-1e4, le=1e4, description="latest settled funding rate per hour, bps (perps)")

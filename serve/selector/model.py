@@ -8,6 +8,7 @@ ranking shows the transparent estimate (execution + funding persisting over the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -19,11 +20,14 @@ from cluster.config import BotmainConfig
 from serve.selector.candidates import Candidate, SelectorError, candidates
 from serve.selector.costs import CostModel
 from serve.selector.features import FEATURES, VenueState, estimated_cost_bps, model_row
+from serve.selector.forest import CompiledForest, Uncompilable, compile_forest
 from serve.selector.rule import rule_pick
+
+log = logging.getLogger(__name__)
 
 
 class DecisionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     instrument: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-/:.]+$", description="SOL-PERP, drift:SOL-PERP, SOL-USDC or SOL")
     side: Literal["buy", "sell"]
@@ -68,6 +72,8 @@ class SelectorModel:
     version: str
     features: tuple[str, ...]
     booster: object  # xgboost.Booster
+    forest: CompiledForest | None = None  # the same trees, compiled (serve.selector.forest)
+    uncompiled_reason: str | None = None  # why not, if not: xgboost predicts
 
     @classmethod
     def from_bytes(cls, version: str, raw: bytes, features: list[str]) -> SelectorModel:
@@ -78,10 +84,16 @@ class SelectorModel:
         booster = xgb.Booster()
         booster.load_model(bytearray(raw))
         booster.set_param({"nthread": 1})
-        return cls(version, tuple(features), booster)
+        try:
+            return cls(version, tuple(features), booster, compile_forest(booster))
+        except Uncompilable as exc:
+            log.warning("model %s predicts through xgboost, not compiled: %s", version, exc)
+            return cls(version, tuple(features), booster, None, str(exc))
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        return self.booster.inplace_predict(rows)
+        if self.forest is not None and np.isfinite(rows).all():
+            return self.forest.predict(rows)
+        return self.booster.inplace_predict(rows)  # NaN: xgboost's missing-value directions
 
 
 StateProvider = Callable[[DecisionRequest, list[Candidate]], dict[str, VenueState]]
@@ -138,20 +150,23 @@ class Selector:
         return out
 
     def _decision(self, request, usable, rows, costs, chosen, source: str) -> Decision:
+        """Validated from plain dicts in one pydantic-core call: faster than building the
+        nested models one by one in Python (or ``model_construct``), a decision's largest
+        cost after the features."""
         ranked = sorted(zip(usable, costs), key=lambda x: x[1])
-        return Decision(
-            instrument=request.instrument,
-            side=request.side,
-            size=request.size,
-            horizon_h=request.horizon_h,
-            venue=chosen.venue,
-            market=chosen.key,
-            kind=chosen.kind,
-            expected_cost_bps=costs[usable.index(chosen)],
-            alternatives=[Alternative(venue=c.venue, market=c.key, kind=c.kind, cost_bps=cost) for c, cost in ranked],
-            decided_by="model" if self.model is not None else "rule",
-            model_version=self.model.version if self.model is not None else None,
-            note=None if self.model is not None else NO_MODEL_NOTE,
-            features_from=source,
-            features={c.key: dict(zip(FEATURES, (float(v) for v in r))) for c, r in zip(usable, rows)},
-        )
+        return Decision.model_validate({
+            "instrument": request.instrument,
+            "side": request.side,
+            "size": request.size,
+            "horizon_h": request.horizon_h,
+            "venue": chosen.venue,
+            "market": chosen.key,
+            "kind": chosen.kind,
+            "expected_cost_bps": costs[usable.index(chosen)],
+            "alternatives": [{"venue": c.venue, "market": c.key, "kind": c.kind, "cost_bps": cost} for c, cost in ranked],
+            "decided_by": "model" if self.model is not None else "rule",
+            "model_version": self.model.version if self.model is not None else None,
+            "note": None if self.model is not None else NO_MODEL_NOTE,
+            "features_from": source,
+            "features": {c.key: dict(zip(FEATURES, r)) for c, r in zip(usable, rows.tolist())},
+        })
