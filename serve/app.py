@@ -32,19 +32,20 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from cluster.config import BotmainConfig
 from serve import registry
-from serve.auth import AuthError, Authenticator, AuthSecrets
+from serve.asgi import ReplicaHeader
+from serve.auth import AuthError, Authenticator, AuthSecrets, BearerAuthMiddleware
 from serve.rate_limit import Admission, RateLimitMiddleware, connect_limiter
 from serve.selector.candidates import SelectorError
 from serve.selector.model import Decision, DecisionRequest, Selector, SelectorModel
@@ -96,6 +97,9 @@ class HealthResponse(BaseModel):
     model_version: str | None
     registry_error: str | None  # the last poll's error, if it failed
     model_error: str | None  # why the active version is not served, if it is not
+    predictor: str | None  # how the model predicts: "compiled forest" or "xgboost (<why not compiled>)"
+    batches: int  # @serve.batch calls of this replica since it started (one model call each)
+    batched_requests: int  # the single decide requests they answered
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -130,9 +134,9 @@ def _field_of_candidates(request: DecisionRequest) -> str:
 
 
 def _non_finite(decision: Decision) -> bool:
-    values = [decision.expected_cost_bps, *(a.cost_bps for a in decision.alternatives)]
-    values += [v for row in decision.features.values() for v in row.values()]
-    return not all(math.isfinite(v) for v in values)
+    values = chain([decision.expected_cost_bps], (a.cost_bps for a in decision.alternatives),
+                   *(row.values() for row in decision.features.values()))
+    return not all(map(math.isfinite, values))
 
 
 NON_FINITE = "these values give a non-finite cost or feature (size x price beyond the float range?)"
@@ -161,8 +165,11 @@ class SelectorMetrics:
             tag_keys=("reason",),
         )
 
-    def decided(self, decisions: list[Decision], path: str, started: float) -> None:
+    def timed(self, path: str, started: float) -> None:
         self._latency.observe((time.perf_counter() - started) * 1e3, tags={"path": path})
+
+    def decided(self, decisions: list[Decision]) -> None:
+        """Counted once per batch: one increment per (venue, kind, decider, version) in it."""
         counts = Counter((d.venue, d.kind, d.decided_by, d.model_version or "none") for d in decisions)
         for (venue, kind, decided_by, version), n in counts.items():
             self._decisions.inc(n, tags={"venue": venue, "kind": kind, "decided_by": decided_by, "model_version": version})
@@ -197,6 +204,7 @@ class VenueSelector:
         self._failed_version: str | None = None
         self._model_lock = asyncio.Lock()
         self._states = None
+        self.batches = self.batched_requests = 0
         try:
             self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=30)
             await self._sync_with_registry()
@@ -267,7 +275,11 @@ class VenueSelector:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)  # set from serve.yaml in __init__
     async def _batched(self, requests: list[DecisionRequest]) -> list[Decision | Rejected]:
-        return await self._decide(self.selector, requests)
+        results = await self._decide(self.selector, requests)
+        self.batches += 1
+        self.batched_requests += len(requests)
+        self.metrics.decided([r for r in results if isinstance(r, Decision)])
+        return results
 
     def _check_candidates(self, selector: Selector, request: DecisionRequest, loc: list) -> None:
         try:
@@ -281,7 +293,7 @@ class VenueSelector:
         result = await self._batched(request)
         if isinstance(result, Rejected):
             raise RequestError(["body", result.field] if result.field else ["body"], result.message)
-        self.metrics.decided([result], path, started)
+        self.metrics.timed(path, started)
         return result
 
     async def decide_list(self, requests: list[DecisionRequest], path: str = "batch") -> list[Decision]:
@@ -294,7 +306,8 @@ class VenueSelector:
             if isinstance(result, Rejected):
                 loc = ["body", "requests", i] + ([result.field] if result.field else [])
                 raise RequestError(loc, result.message)
-        self.metrics.decided(results, path, started)
+        self.metrics.decided(results)
+        self.metrics.timed(path, started)
         return results
 
     # --- the handle path (the execution server, inside the cluster) ---------------------
@@ -388,9 +401,12 @@ class VenueSelector:
         return ModelsResponse(models=[e.as_dict() for e in entries], active=active, serving=self.model_version)
 
     def health(self) -> HealthResponse:
+        model = self.selector.model
+        predictor = None if model is None else "compiled forest" if model.forest is not None else f"xgboost ({model.uncompiled_reason})"
         return HealthResponse(
             status="ok", replica=self.replica, decided_by="model" if self.model_version else "rule",
             model_version=self.model_version, registry_error=self.registry_error, model_error=self.model_error,
+            predictor=predictor, batches=self.batches, batched_requests=self.batched_requests,
         )
 
 
@@ -404,24 +420,24 @@ it as `Authorization: Bearer <token>`. Rate limit: per client IP, shared by all 
 (429 with `Retry-After`)."""
 
 
-class ReplicaHeader:
-    """ASGI middleware: every response names the replica that gave it (``X-Replica``), so a
-    client, a log or a test can tell which replica answered (a 429 too)."""
+BEARER = {"security": [{"HTTPBearer": []}]}  # an operation's OpenAPI: needs a bearer token
 
-    def __init__(self, app, replica: str) -> None:
-        self.app = app
-        self.header = (b"x-replica", replica.encode())
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+def _document_bearer_security(api: FastAPI) -> None:
+    """The OpenAPI schema names the bearer scheme that BearerAuthMiddleware enforces (the
+    operations marked with ``BEARER`` refer to it), so /docs offers "Authorize"."""
+    build = api.openapi
 
-        async def send_named(message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), self.header]}
-            await send(message)
+    def openapi() -> dict:
+        if api.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["HTTPBearer"] = {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "an access token from POST /v1/token",
+            }
+            api.openapi_schema = schema
+        return api.openapi_schema
 
-        await self.app(scope, receive, send_named)
+    api.openapi = openapi
 
 
 def _json(model: BaseModel, status: int = 200) -> Response:
@@ -431,13 +447,12 @@ def _json(model: BaseModel, status: int = 200) -> Response:
 def build_api(service: VenueSelector) -> FastAPI:
     """The replica's FastAPI app; routes call into ``service``."""
     api = FastAPI(title="Botmain venue selector", version="1", description=API_DESCRIPTION)
+    # the last added runs first: replica header, rate limit, bearer token, then the route
+    api.add_middleware(BearerAuthMiddleware, authenticator=service.auth, on_reject=service.metrics.rejected)
     api.add_middleware(RateLimitMiddleware, get_admission=lambda: service.admission,
                        rate=service.config.serve.rate_limit.requests_per_s, on_reject=service.metrics.rejected)
-    api.add_middleware(ReplicaHeader, replica=service.replica)  # added last: outermost
-    bearer = HTTPBearer(auto_error=False, description="an access token from POST /v1/token")
-
-    async def authorized(request: Request, _scheme=Depends(bearer)) -> dict:
-        return service.auth.verify_header(request.headers.get("authorization"))
+    api.add_middleware(ReplicaHeader, replica=service.replica)
+    _document_bearer_security(api)
 
     @api.exception_handler(AuthError)
     async def on_auth_error(request: Request, exc: AuthError) -> JSONResponse:
@@ -479,22 +494,22 @@ def build_api(service: VenueSelector) -> FastAPI:
         issued = service.auth.token_response(request.headers.get("content-type", ""), body, request.headers.get("authorization"))
         return JSONResponse(issued, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
-    @api.post("/v1/decide", response_model=Decision, tags=["decide"], dependencies=[Depends(authorized)],
+    @api.post("/v1/decide", response_model=Decision, tags=["decide"], openapi_extra=BEARER,
               summary="The cheapest venue and market kind for one trade, with the ranked alternatives")
     async def decide(body: DecisionRequest) -> Response:
         return _json(await service.decide_one(body))
 
-    @api.post("/v1/decide/batch", response_model=BatchDecisionResponse, tags=["decide"], dependencies=[Depends(authorized)],
+    @api.post("/v1/decide/batch", response_model=BatchDecisionResponse, tags=["decide"], openapi_extra=BEARER,
               summary=f"Up to {MAX_BATCH_DECISIONS} decisions in one request (one model call)")
     async def decide_batch(body: BatchDecisionRequest) -> Response:
         return _json(BatchDecisionResponse(decisions=await service.decide_list(body.requests)))
 
-    @api.get("/v1/models", response_model=ModelsResponse, tags=["models"], dependencies=[Depends(authorized)])
+    @api.get("/v1/models", response_model=ModelsResponse, tags=["models"], openapi_extra=BEARER)
     async def models() -> Response:
         return _json(await service.list_models())
 
     @api.post("/v1/models/{version}/activate", response_model=ActivateResponse, tags=["models"],
-              dependencies=[Depends(authorized)],
+              openapi_extra=BEARER,
               summary="Make a version active: this replica at once, the others within serve.model_poll_s")
     async def activate(version: Annotated[str, Path(pattern=VERSION_PATTERN)]) -> Response:
         return _json(await service.activate(version))

@@ -25,7 +25,6 @@ trusted: any client could write it.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from collections.abc import Callable
 import ray
 
 from actors import names
+from serve.asgi import relative_path, send_json
 
 EXEMPT_PATHS = frozenset({"/v1/healthz"})
 LEASE_S = 0.25  # how long a replica may hold leased tokens before it gives them back
@@ -225,19 +225,6 @@ class Admission:
             self._sending = False
 
 
-def _relative_path(scope: dict) -> str:
-    path, root = scope.get("path", ""), scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
-
-
-async def _send_json(send, status: int, body: dict, headers: dict[str, str]) -> None:
-    payload = json.dumps(body).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
 class RateLimitMiddleware:
     """ASGI middleware: every HTTP request but the health check passes the limiter first.
 
@@ -251,7 +238,7 @@ class RateLimitMiddleware:
         self.on_reject = on_reject
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or _relative_path(scope) in EXEMPT_PATHS:
+        if scope["type"] != "http" or relative_path(scope) in EXEMPT_PATHS:
             return await self.app(scope, receive, send)
         client = scope.get("client")
         key = client[0] if client else "unknown"
@@ -259,12 +246,12 @@ class RateLimitMiddleware:
             wait = await self.get_admission().check(key)
         except LimiterUnavailable as exc:
             self.on_reject("limiter_unavailable")
-            return await _send_json(send, 503, {"error": "temporarily_unavailable", "error_description": str(exc)},
+            return await send_json(send, 503, {"error": "temporarily_unavailable", "error_description": str(exc)},
                                     {"Retry-After": "1"})
         if wait > 0:
             self.on_reject("rate_limited")
             retry = max(1, math.ceil(wait))
-            return await _send_json(
+            return await send_json(
                 send, 429,
                 {"error": "rate_limited",
                  "error_description": f"over {self.rate:g} requests/s from {key}; retry after {retry} s"},

@@ -323,11 +323,14 @@ def test_without_a_model_the_rule_decides_and_says_so(client: httpx.Client, ray_
         ({"features": {"drift:BTC-PERP": {"price": 60000}}}, ["body", "features"]),
         ({"features": {"drift:SOL-PERP": {"price": 0}}}, ["body", "features", "drift:SOL-PERP", "price"]),
         ({"features": {"drift:SOL-PERP": {"price": 150, "funding_bps_h": "high"}}}, ["body", "features", "drift:SOL-PERP", "funding_bps_h"]),
+        ({"features": {"drift:SOL-PERP": {"price": float("inf")}}}, ["body", "features", "drift:SOL-PERP", "price"]),
+        ({"features": {"drift:SOL-PERP": {"price": 150, "volume": float("nan")}}}, ["body", "features", "drift:SOL-PERP", "volume"]),
     ],
 )
 def test_bad_payloads_get_422_naming_the_field(client: httpx.Client, ray_head: BotmainConfig, change: dict, loc: list):
     payload = {**decide_payload(ray_head), **change}
-    r = client.post("/v1/decide", json=payload)
+    # allow_nan: the JSON Python writes for NaN/Infinity, which a sloppy client may send
+    r = client.post("/v1/decide", content=json.dumps(payload, allow_nan=True), headers={"Content-Type": "application/json"})
     assert r.status_code == 422, r.text
     assert [e["loc"] for e in r.json()["detail"]][0] == loc, r.json()
 
@@ -434,6 +437,27 @@ def test_the_execution_server_decides_through_a_handle(base_url: str, ray_head: 
     assert len(many) == 10
     with pytest.raises(ValueError, match="instrument: unknown instrument 'DOGE-PERP'"):
         handle.decide.remote({**decide_payload(ray_head), "instrument": "DOGE-PERP"}).result()
+
+
+def test_concurrent_requests_share_model_calls_and_get_the_answers_they_would_alone(
+        client: httpx.Client, ray_head: BotmainConfig, models: list[str]):
+    from ray import serve
+
+    assert client.post("/v1/models/v2/activate").status_code == 200
+    payloads = [decide_payload(ray_head, "BTC-PERP" if i % 2 else "SOL-PERP", "buy" if i % 3 else "sell", 1 + i, seed=i)
+                for i in range(64)]
+    alone = [client.post("/v1/decide", json=p).json() for p in payloads[:8]]
+    before = client.get("/v1/healthz").json()
+    assert before["predictor"] == "compiled forest", before
+
+    handle = serve.get_app_handle(APP)
+    together = [r.result() for r in [handle.decide.remote(p) for p in payloads]]  # all in flight at once
+    after = client.get("/v1/healthz").json()
+    assert after["replica"] == before["replica"]  # the app has one replica
+    assert after["batched_requests"] - before["batched_requests"] == 64
+    assert after["batches"] - before["batches"] < 64 / 2, (before, after)  # shared: at least two per call on average
+    for one, batched in zip(alone, together):
+        assert batched == one
 
 
 # --- fuzz ----------------------------------------------------------------------------------
