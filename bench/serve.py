@@ -6,13 +6,17 @@ same shape measured in the same run on the same machine.
   ``max_ongoing_requests``), behind the same Serve HTTP proxy;
 * ours: ``POST /v1/decide`` with a bearer token, through the shared per-IP rate limiter
   (its limit raised in this script's configuration, the check still made on every request),
-  ``@serve.batch`` and a trained xgboost model (50 trees, tests/selector_fixtures.py) loaded
-  from the registry in an embedded PostgreSQL. Each request carries its market state (the
+  ``@serve.batch`` and an xgboost model of the shape ``botmain train-selector`` trains (300
+  trees of depth 6, fitted to tests/selector_fixtures.py's synthetic costs) loaded from the
+  registry in an embedded PostgreSQL. Each request carries its market state (the
   MDS is not running here), rotating over 64 different payloads.
 
 Concurrent clients (aiohttp, HTTP/1.1 keep-alive, one connection per client) on
 127.0.0.1, at 16 and 64 clients, ``MEASURE_S`` each after ``WARMUP_S``; the two deployments
-alternate so that neither gets a quieter machine. Then, for ours only: decisions/s through a
+alternate in ``ROUNDS`` short slices so that neither gets a quieter machine (this machine's
+throughput drifts by a fifth from one 8-second stretch to the next). Beside the rates, the
+server's CPU per request: the Serve proxy's and the deployment's own processes (replica, and
+for ours the rate limiter), read from the OS over each slice, a figure the drift moves less. Then, for ours only: decisions/s through a
 ``DeploymentHandle`` from a driver in the cluster (the execution server's path: no HTTP, no
 token, no rate limit), and through ``POST /v1/decide/batch`` with 100 decisions per request.
 
@@ -41,6 +45,7 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import ray  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from ray import serve  # noqa: E402
@@ -50,14 +55,15 @@ from cluster.config import load_config  # noqa: E402
 from cluster.config.models import ServeConfig  # noqa: E402
 from cluster.store.embedded import EmbeddedPostgres  # noqa: E402
 from cluster.store.migrations import migrate  # noqa: E402
+from jobs.train_selector.walk_forward import TrainSettings  # noqa: E402
 from serve.app import APP_NAME, build_app  # noqa: E402
 from serve.rate_limit import stop_limiter  # noqa: E402
 from tests.selector_fixtures import decide_payload, register_model, train_model  # noqa: E402
 
 CONCURRENCY = (16, 64)
 WARMUP_S = 2.0
-MEASURE_S = 12.0  # per deployment and concurrency, in ROUNDS alternating slices
-ROUNDS = 4
+MEASURE_S = 16.0  # per deployment and concurrency, in ROUNDS alternating slices
+ROUNDS = 8
 HANDLE_S = 6.0
 BATCH_SIZE = 100
 TARGET_THROUGHPUT_RATIO = 0.9
@@ -120,8 +126,48 @@ async def load(url: str, bodies: list[bytes], headers: dict[str, str], clients: 
 def summary(runs: list[dict]) -> dict:
     lat = np.concatenate([np.asarray(r["latencies"]) for r in runs]) * 1e3
     elapsed = sum(r["elapsed"] for r in runs)
-    return {"requests_per_s": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)),
-            "p99_ms": float(np.percentile(lat, 99)), "requests": int(len(lat)), "failures": sum(r["failures"] for r in runs)}
+    out = {"requests_per_s": len(lat) / elapsed, "p50_ms": float(np.percentile(lat, 50)),
+           "p99_ms": float(np.percentile(lat, 99)), "requests": int(len(lat)), "failures": sum(r["failures"] for r in runs)}
+    if all("server_cpu_s" in r for r in runs):
+        out["server_cpu_ms_per_request"] = sum(r["server_cpu_s"] for r in runs) / len(lat) * 1e3
+    return out
+
+
+SERVER_PROCESSES = {  # process titles Ray gives the actors: the proxy, then each deployment's own
+    "proxy": ("ray::ProxyActor",),
+    "decide": (f"ray::ServeReplica:{APP_NAME}:", "ray::RateLimiter"),
+    "noop": (f"ray::ServeReplica:{NOOP_APP}:",),
+}
+
+
+def server_processes(deployment: str) -> list[psutil.Process]:
+    """The proxy's and ``deployment``'s processes on this machine, by their Ray process titles."""
+    prefixes = SERVER_PROCESSES["proxy"] + SERVER_PROCESSES[deployment]
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        title = (proc.info["cmdline"] or [""])[0]
+        if title.startswith(prefixes):
+            found.append(proc)
+    return found
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def measured_slice(name: str, url: str, bodies: list[bytes], headers: dict[str, str], clients: int, seconds: float) -> dict:
+    procs = server_processes(name)
+    before = cpu_seconds(procs)
+    result = asyncio.run(load(url, bodies, headers, clients, seconds, 0.0))
+    result["server_cpu_s"] = cpu_seconds(procs) - before
+    return result
 
 
 def compare(targets: dict[str, tuple[str, dict[str, str]]], bodies: list[bytes], clients: int) -> dict[str, dict]:
@@ -134,7 +180,7 @@ def compare(targets: dict[str, tuple[str, dict[str, str]]], bodies: list[bytes],
     for r in range(ROUNDS):
         for name in (names_ if r % 2 == 0 else names_[::-1]):
             url, headers = targets[name]
-            runs[name].append(asyncio.run(load(url, bodies, headers, clients, MEASURE_S / ROUNDS, 0.0)))
+            runs[name].append(measured_slice(name, url, bodies, headers, clients, MEASURE_S / ROUNDS))
     return {name: summary(r) for name, r in runs.items()}
 
 
@@ -182,7 +228,7 @@ def run(dsn: str) -> None:
     # the limit is a setting: raised here so that the load is measured, checked on every request
     serve_cfg = ServeConfig.model_validate({**config.serve.model_dump(), "rate_limit": {"requests_per_s": 1e6, "burst": 1_000_000}})
     config = dataclasses.replace(config, serve=serve_cfg)
-    raw = train_model(config, seed=7)
+    raw = train_model(config, seed=7, trees=TrainSettings.n_estimators, max_depth=TrainSettings.max_depth)
 
     async def prepare() -> None:
         conn = await asyncpg.connect(dsn)
@@ -213,8 +259,10 @@ def run(dsn: str) -> None:
     check = httpx.post(f"{url}/v1/decide", content=bodies[0], headers={"Authorization": f"Bearer {token}",
                                                                         "Content-Type": "application/json"}).json()
     assert check["decided_by"] == "model" and check["model_version"] == "bench-v1", check
+    predictor = httpx.get(f"{url}/v1/healthz").json()["predictor"]
 
-    figures: dict = {"cpus": 2, "measure_s": MEASURE_S, "replicas": config.serve.replicas,
+    figures: dict = {"cpus": 2, "measure_s": MEASURE_S, "replicas": config.serve.replicas, "predictor": predictor,
+                     "model_trees": TrainSettings.n_estimators, "model_max_depth": TrainSettings.max_depth,
                      "max_batch_size": config.serve.batch.max_batch_size, "batch_wait_timeout_s": config.serve.batch.wait_timeout_s}
     rows = []
     try:
@@ -229,6 +277,7 @@ def run(dsn: str) -> None:
                     figures[f"{who}_c{clients}_{key}"] = value
             figures[f"c{clients}_throughput_ratio"] = throughput_ratio
             figures[f"c{clients}_p99_ratio"] = p99_ratio
+            figures[f"c{clients}_server_cpu_ratio"] = ours["server_cpu_ms_per_request"] / ref["server_cpu_ms_per_request"]
             figures[f"c{clients}_meets_targets"] = throughput_ratio >= TARGET_THROUGHPUT_RATIO and p99_ratio <= TARGET_P99_RATIO
             rows.append((f"no-op Serve deployment, {clients} clients", ref))
             rows.append((f"POST /v1/decide, {clients} clients", ours))
@@ -248,15 +297,19 @@ def run(dsn: str) -> None:
     width = 44
     print(f"\nvenue selector on Ray Serve, 2 CPUs, {MEASURE_S:.0f} s per row in {ROUNDS} alternating slices, clients on 127.0.0.1 "
           f"(shipped limit {shipped_limit.requests_per_s:g}/s per IP raised to 1e6/s for the load)")
-    print(f"{'measurement':<{width}}  {'requests/s':>10}  {'p50 ms':>8}  {'p99 ms':>8}  failures")
+    print(f"model: {TrainSettings.n_estimators} trees of depth {TrainSettings.max_depth}, predicting through the {predictor}; "
+          f"@serve.batch up to {config.serve.batch.max_batch_size}, wait {config.serve.batch.wait_timeout_s * 1e3:g} ms")
+    print(f"{'measurement':<{width}}  {'requests/s':>10}  {'p50 ms':>8}  {'p99 ms':>8}  {'server CPU ms/req':>17}  failures")
     for name, m in rows:
-        print(f"{name:<{width}}  {m['requests_per_s']:>10,.0f}  {m['p50_ms']:>8.1f}  {m['p99_ms']:>8.1f}  {m['failures']}")
+        print(f"{name:<{width}}  {m['requests_per_s']:>10,.0f}  {m['p50_ms']:>8.1f}  {m['p99_ms']:>8.1f}  "
+              f"{m['server_cpu_ms_per_request']:>17.2f}  {m['failures']}")
     print()
     for clients in CONCURRENCY:
         verdict = "meets" if figures[f"c{clients}_meets_targets"] else "MISSES"
         print(f"{clients} clients: ours / no-op throughput {figures[f'c{clients}_throughput_ratio']:.2f} "
               f"(target >= {TARGET_THROUGHPUT_RATIO}), p99 {figures[f'c{clients}_p99_ratio']:.2f}x "
-              f"(target <= {TARGET_P99_RATIO}): {verdict} the targets")
+              f"(target <= {TARGET_P99_RATIO}): {verdict} the targets; server CPU per request "
+              f"{figures[f'c{clients}_server_cpu_ratio']:.2f}x the no-op's")
     print(f"{'handle (DeploymentHandle.decide, 64 in flight)':<{width}}  {figures['handle_decisions_per_s']:>10,.0f} decisions/s"
           f"  p50 {figures['handle_p50_ms']:.1f} ms  p99 {figures['handle_p99_ms']:.1f} ms")
     print(f"{f'POST /v1/decide/batch, {BATCH_SIZE} per request, 4 clients':<{width}}  {figures['batch_decisions_per_s']:>10,.0f} decisions/s"
