@@ -245,7 +245,7 @@ class VenueSelector:
             from serve.selector.states import MarketStates
 
             self._states = MarketStates(self.config)
-            self._states_task = asyncio.run_coroutine_threadsafe(self._states.run(), self._loop)
+            self._states_task = self._states.start(self._loop)
         return self._states(request, candidates)
 
     def _decide_isolated(self, selector: Selector, requests: list[DecisionRequest]) -> list[Decision | Rejected]:

@@ -6,6 +6,7 @@ that reports why instead of dying, ``botmain status``, and the Prometheus metric
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import urllib.request
 
@@ -227,6 +228,18 @@ def test_the_venue_selector_reads_its_live_features_from_the_mds(ray_cluster, re
     assert live.source.startswith("MDS live (drift:SOL-PERP)")
     assert live["drift:SOL-PERP"].funding_bps_h == pytest.approx(last["rate"] * 1e4)
     assert live["drift:SOL-PERP"].price == pytest.approx(last["mark_price"])
+
+    # polling in the background (as in a Serve replica): the first request already gets the live market
+    polled = MarketStates(replay_config)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    poll = polled.start(loop, interval_s=30.0)
+    assert polled(request, cands).source.startswith("MDS live (drift:SOL-PERP)")
+    poll.cancel()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
     topology.stop_market_data()
     asyncio.run(states.refresh_live())
     assert states(request, cands).source.startswith("lake") and states.live_error == "the MDS is not running"

@@ -7,13 +7,17 @@ features at the end of the recording. When the Market Data Server runs, a backgr
 what it sees live on top of that: each venue's price (its top of book's mid, or a perp's
 mark), settled funding, premium (mark over oracle) and staleness on the MDS's clock. The
 history-based features (EMAs, volatility, funding over 24 h) stay the lake's; a live
-deployment keeps the lake current by ingesting what the MDS stores.
+deployment keeps the lake current by ingesting what the MDS stores. The first request for
+an asset the poll has not seen yet waits for one snapshot of it (at most
+``FIRST_LIVE_WAIT_S``), so that it too gets the live market.
 
 Every answer says which it used (``StateMap.source``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import time
 
@@ -25,6 +29,8 @@ from serve.selector.features import VenueState
 from serve.selector.history import MarketHistory
 
 log = logging.getLogger(__name__)
+
+FIRST_LIVE_WAIT_S = 1.0
 
 
 class StateMap(dict):
@@ -42,12 +48,16 @@ class MarketStates:
         self._history: dict[str, tuple[float, MarketHistory]] = {}
         self._live: dict[str, dict] = {}  # base -> the MDS's latest snapshot
         self.live_error: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # where ``run`` polls
 
     # --- the provider ------------------------------------------------------------------------
 
     def __call__(self, request, candidates: list[Candidate]) -> StateMap:
         base = candidates[0].base
+        first = base not in self._history
         history = self.history(base)
+        if first:
+            self._fetch_live_now(base)
         i = len(history.grid) - 1
         states = StateMap(history.states(i))
         as_of = np.datetime64(int(history.decision_ns[i]), "ns")
@@ -68,8 +78,24 @@ class MarketStates:
 
     # --- live overlay ---------------------------------------------------------------------------
 
-    async def refresh_live(self) -> None:
-        """One poll of the MDS for every base asset asked about so far (no-op without an MDS)."""
+    def _fetch_live_now(self, base: str) -> None:
+        """A new asset's first snapshot, fetched on the polling loop while this (worker)
+        thread waits; skipped when nothing polls or when called on the loop itself."""
+        loop = self._loop
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:  # no loop in this thread
+            on_loop = False
+        if loop is None or on_loop or not loop.is_running():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.refresh_live([base]), loop).result(FIRST_LIVE_WAIT_S)
+        except concurrent.futures.TimeoutError:
+            log.warning("the MDS did not answer for %s within %.1f s: deciding on the lake's state", base, FIRST_LIVE_WAIT_S)
+
+    async def refresh_live(self, bases: list[str] | None = None) -> None:
+        """One poll of the MDS for ``bases``, by default every base asset asked about so far
+        (no-op without an MDS)."""
         import ray
 
         try:
@@ -79,16 +105,20 @@ class MarketStates:
             self.live_error = "the MDS is not running"
             return
         try:
-            for base in list(self._history):
+            for base in list(self._history) if bases is None else bases:
                 self._live[base] = await mds.market_snapshot.remote(base)
             self.live_error = None
         except Exception as exc:  # the MDS went away between the lookup and the call
             self._live.clear()
             self.live_error = f"{type(exc).__name__}: {exc}"
 
-    async def run(self, interval_s: float = 1.0) -> None:
-        import asyncio
+    def start(self, loop: asyncio.AbstractEventLoop, interval_s: float = 1.0) -> concurrent.futures.Future:
+        """Poll on ``loop`` (running in another thread) from now on."""
+        self._loop = loop
+        return asyncio.run_coroutine_threadsafe(self.run(interval_s), loop)
 
+    async def run(self, interval_s: float = 1.0) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             await self.refresh_live()
             await asyncio.sleep(interval_s)
