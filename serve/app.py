@@ -402,11 +402,10 @@ class VenueSelector:
 
     def health(self) -> HealthResponse:
         model = self.selector.model
-        predictor = None if model is None else "compiled forest" if model.forest is not None else f"xgboost ({model.uncompiled_reason})"
         return HealthResponse(
             status="ok", replica=self.replica, decided_by="model" if self.model_version else "rule",
             model_version=self.model_version, registry_error=self.registry_error, model_error=self.model_error,
-            predictor=predictor, batches=self.batches, batched_requests=self.batched_requests,
+            predictor=model.predictor if model is not None else None, batches=self.batches, batched_requests=self.batched_requests,
         )
 
 

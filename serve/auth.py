@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 import jwt
 from pydantic import SecretStr
+from starlette.datastructures import Headers
 
 from cluster.config.models import JwtConfig
 from cluster.config.secrets import ENV_PREFIX, read_secret
@@ -267,13 +268,8 @@ class BearerAuthMiddleware:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or relative_path(scope) in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-                break
         try:
-            self.authenticator.verify_header(authorization)
+            self.authenticator.verify_header(Headers(scope=scope).get("authorization"))
         except AuthError as exc:
             self.on_reject("unauthorized")
             return await send_json(send, exc.status, exc.body(), exc.headers)

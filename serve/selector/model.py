@@ -90,6 +90,10 @@ class SelectorModel:
             log.warning("model %s predicts through xgboost, not compiled: %s", version, exc)
             return cls(version, tuple(features), booster, None, str(exc))
 
+    @property
+    def predictor(self) -> str:
+        return "compiled forest" if self.forest is not None else f"xgboost ({self.uncompiled_reason})"
+
     def predict(self, rows: np.ndarray) -> np.ndarray:
         if self.forest is not None and np.isfinite(rows).all():
             return self.forest.predict(rows)
