@@ -4,10 +4,17 @@ Layout: ``<root>/kind=<kind>/venue=<venue>/instrument=<SYMBOL>/date=<YYYY-MM-DD>
 (UTC date of ``ts``). Read it with ``pyarrow.dataset.dataset(root, partitioning="hive")``,
 DuckDB's ``read_parquet('<root>/**/*.parquet', hive_partitioning=true)``, Polars, Spark...
 
-Each partition is one file, rewritten atomically (written beside, then renamed) with the
-old and new rows merged and de-duplicated on the kind's key, so re-ingesting a file adds
-nothing and a crash mid-write leaves the previous file intact. Writers of the same
-partition serialise on a lock file.
+Each partition is one file, ``part-0.parquet``, rewritten atomically (written beside, then
+renamed) with the old and new rows merged and de-duplicated on the kind's key, so
+re-ingesting a file adds nothing and a crash mid-write leaves the previous file intact.
+Writers of the same partition serialise on a lock file.
+
+A recorder that appends all day (the MDS, ``append``) cannot rewrite a growing partition on
+every flush, so it adds segment files beside it (``seg-<ns>-<id>.parquet``, each written
+atomically) and ``compact`` folds them into ``part-0`` now and then. Until then, ``read``
+merges a partition's files and de-duplicates them on the key (``part-0`` first, then the
+segments in the order written: the first copy of a row wins, as in a merge), so what a
+reader sees never depends on whether compaction has run.
 
 Kinds and their columns (timestamps are UTC nanoseconds):
 
@@ -18,6 +25,9 @@ Kinds and their columns (timestamps are UTC nanoseconds):
 * ``book_updates``: ts, ts_recv, seq, is_snapshot, is_bid, price, size. Rows sharing a
   ``seq`` form one venue message; a snapshot message replaces the book, a delta sets
   each level's size (0 removes it).
+* ``marks``: ts, mark, oracle (a perp's mark and oracle price)
+* ``swap_quotes``: ts, side, size, price, price_impact, route (an aggregator's quote for one size)
+* ``pool_states``: ts, pool_id, price, base_reserve, quote_reserve, fee_rate, tvl_usd (an AMM pool)
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,10 +115,44 @@ SCHEMAS: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
         ),
         ("seq", "is_snapshot", "is_bid", "price"),
     ),
+    "marks": (
+        pa.schema([("ts", TS), ("mark", pa.float64()), ("oracle", pa.float64())]),
+        ("ts",),
+    ),
+    "swap_quotes": (
+        pa.schema(
+            [
+                ("ts", TS),
+                ("side", pa.string()),
+                ("size", pa.float64()),
+                ("price", pa.float64()),
+                ("price_impact", pa.float64()),
+                ("route", pa.string()),
+            ]
+        ),
+        ("ts", "side", "size"),
+    ),
+    "pool_states": (
+        pa.schema(
+            [
+                ("ts", TS),
+                ("pool_id", pa.string()),
+                ("price", pa.float64()),
+                ("base_reserve", pa.float64()),
+                ("quote_reserve", pa.float64()),
+                ("fee_rate", pa.float64()),
+                ("tvl_usd", pa.float64()),
+            ]
+        ),
+        ("ts", "pool_id"),
+    ),
 }
 
-_KIND = re.compile(r"^(?P<base>bars|mark_bars)_(?P<tf>\d+[smhdw])$|^(?P<plain>funding|quotes|trades|book_updates)$")
+_KIND = re.compile(
+    r"^(?P<base>bars|mark_bars)_(?P<tf>\d+[smhdw])$|^(?P<plain>funding|quotes|trades|book_updates|marks|swap_quotes|pool_states)$"
+)
 _PART = "part-0.parquet"
+_SEGMENT_GLOB = "seg-*.parquet"
 
 
 class LakeError(ValueError):
@@ -142,37 +187,62 @@ class Lake:
         return self.series_dir(kind, venue, instrument) / f"date={date}"
 
     def write(self, kind: str, venue: str, instrument: str, table: pa.Table) -> int:
-        """Merge ``table`` into the lake; returns how many rows were new."""
+        """Merge ``table`` into the lake (and any segments into ``part-0``); returns how
+        many rows were new."""
         schema, key = schema_for(kind)
         table = conform(table, schema, kind)
         if table.num_rows == 0:
             return 0
-        dates = pc.strftime(table["ts"], format="%Y-%m-%d")
         added = 0
-        for date in pc.unique(dates).to_pylist():
-            part = table.filter(pc.equal(dates, date))
+        for date, part in _by_date(table):
             added += self._merge_partition(self.partition_dir(kind, venue, instrument, date), part, key)
         return added
 
-    def _merge_partition(self, directory: Path, new: pa.Table, key: tuple[str, ...]) -> int:
+    def append(self, kind: str, venue: str, instrument: str, table: pa.Table) -> list[str]:
+        """Add ``table`` as one new segment per date, without touching what is stored (cost:
+        the new rows only); returns the dates written. Duplicates of stored rows are
+        allowed here: reads and ``compact`` keep the first copy."""
+        schema, key = schema_for(kind)
+        table = conform(table, schema, kind)
+        dates = []
+        for date, part in _by_date(table):
+            directory = self.partition_dir(kind, venue, instrument, date)
+            directory.mkdir(parents=True, exist_ok=True)
+            name = f"seg-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+            _write_atomic(_dedupe(part, key), directory / name)
+            dates.append(date)
+        return dates
+
+    def segments(self, kind: str, venue: str, instrument: str, date: str) -> int:
+        return len(list(self.partition_dir(kind, venue, instrument, date).glob(_SEGMENT_GLOB)))
+
+    def compact(self, kind: str, venue: str, instrument: str, date: str) -> int:
+        """Fold a partition's segments into ``part-0``; returns how many rows were new."""
+        _, key = schema_for(kind)
+        directory = self.partition_dir(kind, venue, instrument, date)
+        if not directory.exists():
+            return 0
+        return self._merge_partition(directory, None, key)
+
+    def _merge_partition(self, directory: Path, new: pa.Table | None, key: tuple[str, ...]) -> int:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / _PART
         with _locked(directory):
+            segments = sorted(directory.glob(_SEGMENT_GLOB))
             old = pq.read_table(path) if path.exists() else None
             old_rows = old.num_rows if old is not None else 0
-            merged = new if old is None else pa.concat_tables([old, new.cast(old.schema)])
+            tables = [t for t in [old, *(pq.read_table(p) for p in segments), new] if t is not None]
+            if not tables:
+                return 0
+            schema = tables[0].schema
+            merged = pa.concat_tables([t.cast(schema) for t in tables])
             merged = _dedupe(merged, key)  # the first copy wins: stored rows are never replaced
-            if old is not None and merged.num_rows == old_rows:
+            if old is not None and merged.num_rows == old_rows and not segments:
                 return 0
             merged = merged.sort_by([(k, "ascending") for k in ("ts", *[c for c in key if c != "ts"])])
-            tmp = directory / f".{_PART}.{uuid.uuid4().hex}.tmp"
-            try:
-                pq.write_table(merged, tmp, compression="zstd")
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)  # a failed write leaves neither a torn file nor litter
+            _write_atomic(merged, path)
+            for segment in segments:  # folded in: a crash before this leaves copies that reads de-duplicate
+                segment.unlink(missing_ok=True)
         return merged.num_rows - old_rows
 
     def read(
@@ -184,19 +254,28 @@ class Lake:
         end: np.datetime64 | str | None = None,
     ) -> pa.Table:
         """Rows of one series with ``start <= ts < end``, sorted by time."""
-        schema, _ = schema_for(kind)
+        schema, key = schema_for(kind)
         base = self.series_dir(kind, venue, instrument)
         if not base.exists():
             return schema.empty_table()
-        dataset = ds.dataset(base, format="parquet", partitioning="hive", schema=schema.append(pa.field("date", pa.string())))
         expr = None
         if start is not None:
             expr = pc.field("ts") >= pa.scalar(np.datetime64(start, "ns")).cast(TS)
         if end is not None:
             cond = pc.field("ts") < pa.scalar(np.datetime64(end, "ns")).cast(TS)
             expr = cond if expr is None else expr & cond
-        table = dataset.to_table(filter=expr, columns=schema.names)
-        return table.sort_by("ts")
+        if not any(base.glob(f"date=*/{_SEGMENT_GLOB}")):
+            dataset = ds.dataset(base, format="parquet", partitioning="hive", schema=schema.append(pa.field("date", pa.string())))
+            return dataset.to_table(filter=expr, columns=schema.names).sort_by("ts")
+        # Recorded segments not compacted yet: each partition's files in merge order, first copy wins.
+        parts = []
+        for date_dir in sorted(base.glob("date=*")):
+            files = ([date_dir / _PART] if (date_dir / _PART).exists() else []) + sorted(date_dir.glob(_SEGMENT_GLOB))
+            for path in files:
+                parts.append(ds.dataset(path, format="parquet", schema=schema).to_table(filter=expr, columns=schema.names))
+        if not parts:
+            return schema.empty_table()
+        return _dedupe(pa.concat_tables(parts), key).sort_by("ts")
 
     def summary(self) -> list[PartitionSummary]:
         """Row counts per series, from Parquet footers (no data read)."""
@@ -204,10 +283,12 @@ class Lake:
         for kind_dir in sorted(self.root.glob("kind=*")):
             for venue_dir in sorted(kind_dir.glob("venue=*")):
                 for inst_dir in sorted(venue_dir.glob("instrument=*")):
-                    dates = sorted(p.name.split("=", 1)[1] for p in inst_dir.glob("date=*") if (p / _PART).exists())
+                    files = {d: _partition_files(d) for d in sorted(inst_dir.glob("date=*"))}
+                    dates = [d.name.split("=", 1)[1] for d, paths in files.items() if paths]
                     if not dates:
                         continue
-                    rows = sum(pq.ParquetFile(inst_dir / f"date={d}" / _PART).metadata.num_rows for d in dates)
+                    # Segments not yet compacted may repeat rows: an upper bound until then.
+                    rows = sum(pq.ParquetFile(p).metadata.num_rows for paths in files.values() for p in paths)
                     out.append(
                         PartitionSummary(
                             kind=kind_dir.name.split("=", 1)[1],
@@ -230,6 +311,30 @@ def conform(table: pa.Table, schema: pa.Schema, kind: str) -> pa.Table:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise LakeError(f"{kind}: columns do not fit the lake schema: {exc}") from None
+
+
+def _by_date(table: pa.Table):
+    """(UTC date, rows of that date) for the dates ``table`` covers."""
+    dates = pc.strftime(table["ts"], format="%Y-%m-%d")
+    for date in pc.unique(dates).to_pylist():
+        yield date, table.filter(pc.equal(dates, date))
+
+
+def _partition_files(directory: Path) -> list[Path]:
+    main = [directory / _PART] if (directory / _PART).exists() else []
+    return main + sorted(directory.glob(_SEGMENT_GLOB))
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Written beside, flushed, then renamed: a reader sees the old file or the new one."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves neither a torn file nor litter
 
 
 def _dedupe(table: pa.Table, key: tuple[str, ...]) -> pa.Table:

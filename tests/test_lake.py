@@ -288,3 +288,79 @@ def test_real_book_updates_replay_the_same_book_from_the_lake(lake):
     expected = sample_snapshots(updates.table, interval_ns=1, depth=5)
     assert sample_snapshots(back, interval_ns=1, depth=5).equals(expected)
     assert lake.write("book_updates", inst.venue, inst.symbol, updates.table) == 0
+
+
+# --- appended segments (what the MDS records) ----------------------------------------------
+
+
+def test_appended_segments_read_like_merged_rows_before_and_after_compaction(lake):
+    lake.write("bars_1m", "binance", "BTC-USDT", bars(*MINUTES))
+    stored = lake.read("bars_1m", "binance", "BTC-USDT")
+    # A recorder appends an overlapping slice (two rows already stored, with other values)
+    # and a new one, in two flushes; nothing stored is rewritten.
+    part = lake.partition_dir("bars_1m", "binance", "BTC-USDT", "2024-01-01") / PART
+    before = part.read_bytes()
+    assert lake.append("bars_1m", "binance", "BTC-USDT", bars("2024-01-01T00:01", "2024-01-01T00:02", base=500.0)) == ["2024-01-01"]
+    assert lake.append("bars_1m", "binance", "BTC-USDT", bars("2024-01-01T00:03", "2024-01-02T00:00", base=200.0)) == [
+        "2024-01-01",
+        "2024-01-02",
+    ]
+    assert part.read_bytes() == before and lake.segments("bars_1m", "binance", "BTC-USDT", "2024-01-01") == 2
+    seen = lake.read("bars_1m", "binance", "BTC-USDT")
+    assert seen["open"].to_pylist() == [100.0, 101.0, 102.0, 200.0, 201.0]  # the first copy wins
+    assert seen.slice(0, 3) == stored
+    window = lake.read("bars_1m", "binance", "BTC-USDT", "2024-01-01T00:02", "2024-01-01T00:04")
+    assert window["open"].to_pylist() == [102.0, 200.0]
+    # Compaction folds the segments into part-0 and reads the same.
+    assert lake.compact("bars_1m", "binance", "BTC-USDT", "2024-01-01") == 1
+    assert lake.segments("bars_1m", "binance", "BTC-USDT", "2024-01-01") == 0
+    assert lake.read("bars_1m", "binance", "BTC-USDT") == seen
+    assert [(p.kind, p.rows, p.first_date, p.last_date) for p in lake.summary()] == [("bars_1m", 5, "2024-01-01", "2024-01-02")]
+
+
+def test_a_merge_folds_waiting_segments_in_and_duplicates_across_them_collapse(lake):
+    lake.append("quotes", "drift", "SOL-PERP", quotes([1, 2], seq=[1, 1]))
+    lake.append("quotes", "drift", "SOL-PERP", quotes([2, 3], seq=[1, 1], bid=9.0))  # 2 re-sent
+    assert lake.write("quotes", "drift", "SOL-PERP", quotes([3, 4], seq=[1, 1], bid=7.0)) == 4
+    date_dir = lake.partition_dir("quotes", "drift", "SOL-PERP", "2024-01-01")
+    assert sorted(p.name for p in date_dir.glob("*.parquet")) == [PART]
+    back = lake.read("quotes", "drift", "SOL-PERP")
+    assert back["bid"].to_pylist() == [1.0, 1.0, 9.0, 7.0]
+
+
+def test_a_crash_while_appending_leaves_no_segment_and_the_stored_rows(lake, monkeypatch):
+    lake.write("bars_1m", "binance", "BTC-USDT", bars(*MINUTES))
+
+    def crash(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(lake_module.pq, "write_table", crash)
+    with pytest.raises(OSError, match="disk full"):
+        lake.append("bars_1m", "binance", "BTC-USDT", bars("2024-01-01T00:05"))
+    monkeypatch.undo()
+    directory = lake.partition_dir("bars_1m", "binance", "BTC-USDT", "2024-01-01")
+    assert sorted(p.name for p in directory.iterdir() if p.name != ".lock") == [PART]
+    assert lake.read("bars_1m", "binance", "BTC-USDT")["open"].to_pylist() == [100.0, 101.0, 102.0]
+
+
+def quotes(seconds, seq, bid=1.0) -> pa.Table:
+    ts = pa.array(np.datetime64("2024-01-01T00:00:00", "ns") + np.array(seconds, dtype="timedelta64[s]"), TS)
+    n = len(seconds)
+    return pa.table(
+        {
+            "ts": ts,
+            "ts_recv": pa.nulls(n, TS),
+            "seq": pa.array(seq, pa.int64()),
+            "bid": [bid] * n,
+            "bid_size": [1.0] * n,
+            "ask": [bid + 1] * n,
+            "ask_size": [1.0] * n,
+        }
+    )
+
+
+@pytest.mark.parametrize("kind", ["marks", "swap_quotes", "pool_states"])
+def test_the_recorded_market_state_kinds_have_schemas(kind, lake):
+    schema, key = schema_for(kind)
+    assert key[0] == "ts" and "ts" in schema.names
