@@ -299,7 +299,8 @@ def run_with_failure(fake: FakeBinance, failure: Failure, **updates):
         return "error_seen_ns" in stage and any(b.seq == 2 and b.ts_ns > stage["error_seen_ns"] for b in books)
 
     collected, health = asyncio.run(run_feed(feed, done))
-    return collected, health, stage["state"]
+    stage["retries"] = feed.status()["venues"]["binance"]["retries"]
+    return collected, health, stage
 
 
 def gap_after(fake: FakeBinance, status: int) -> float:
@@ -325,10 +326,11 @@ def gap_after(fake: FakeBinance, status: int) -> float:
 )
 def test_failure_is_counted_retried_and_data_flows_again(fake, mode, path, status, kind, text) -> None:
     fake.retry_after = "0.4"
-    collected, health, state = run_with_failure(fake, Failure(mode, path))
+    collected, health, stage = run_with_failure(fake, Failure(mode, path))
     assert health.errors == {kind: 1}
     assert text in health.last_error
-    assert health.reconnects == 1 and state == "connected"
+    # The venue waited and polled again on its own; the session (and other venues) went on.
+    assert stage["retries"] == 1 and health.reconnects == 0 and stage["state"] == "connected"
     assert [b.seq for b in of(L2Book, collected.events)][-1] == 2
     assert all(t.price > 0 for t in of(Trade, collected.events))  # ccxt's parse of garbage never got out
     if status != 200:
@@ -345,9 +347,10 @@ def test_malformed_market_list_is_retried_not_cached(fake: FakeBinance) -> None:
     must report it as malformed and load the markets again, not fail on a missing symbol."""
     fake.script.append(Failure("malformed", "/api/v3/exchangeInfo"))
     fake.set_book(SPOT, "SOLUSDT", [("150.10", "1")], [("150.20", "1")], 1)
-    collected, health = asyncio.run(run_feed(make_feed(fake), lambda c, h: of(L2Book, c.events)))
+    feed = make_feed(fake)
+    collected, health = asyncio.run(run_feed(feed, lambda c, h: of(L2Book, c.events)))
     assert health.errors == {"malformed": 1} and "load_markets: body is not JSON" in health.last_error
-    assert health.reconnects == 1 and fake.count("/api/v3/exchangeInfo") == 2
+    assert feed.status()["venues"]["binance"]["retries"] == 1 and fake.count("/api/v3/exchangeInfo") == 2
 
 
 @pytest.mark.parametrize(
@@ -370,7 +373,7 @@ def test_a_failed_funding_request_publishes_nothing_and_nothing_twice(fake, mode
 
     collected, health = asyncio.run(run_feed(feed, done))
     assert health.errors == {kind: 1} and text in health.last_error
-    assert health.reconnects == reconnects and health.state != "failed"
+    assert feed.status()["venues"]["binanceusdm"]["retries"] == reconnects and health.state != "failed"
     assert of(FundingRate, collected.events) == [
         FundingRate(T0 * 1_000_000, "binanceusdm:SOL-PERP", 0.0001, 8 * 3600, None, 150.0)
     ]
@@ -379,18 +382,18 @@ def test_a_failed_funding_request_publishes_nothing_and_nothing_twice(fake, mode
 
 def test_a_slow_answer_is_a_timeout(fake: FakeBinance) -> None:
     fake.slow_s = 0.5
-    collected, health, state = run_with_failure(fake, Failure("slow", path="/api/v3/depth"), request_timeout_s=0.2)
+    collected, health, stage = run_with_failure(fake, Failure("slow", path="/api/v3/depth"), request_timeout_s=0.2)
     assert health.errors == {"timeout": 1}
     assert "RequestTimeout" in health.last_error and "fetch_order_book SOL/USDT" in health.last_error
-    assert health.reconnects == 1 and state == "connected"
+    assert stage["retries"] == 1 and stage["state"] == "connected"
     time.sleep(fake.slow_s)  # let the abandoned answer finish before the next test resets the fake
 
 
 def test_a_rejected_request_is_recorded_and_the_poll_carries_on(fake: FakeBinance) -> None:
-    collected, health, state = run_with_failure(fake, Failure("rejected", path="/api/v3/aggTrades"))
+    collected, health, stage = run_with_failure(fake, Failure("rejected", path="/api/v3/aggTrades"))
     assert health.errors == {"rejected": 1}
     assert "Not all sent parameters were read" in health.last_error
-    assert health.reconnects == 0 and state == "connected"  # the session went on
+    assert stage["retries"] == 0 and stage["state"] == "connected"  # the poll went on
 
 
 def test_invalid_symbol_from_the_venue_stops_the_feed(fake: FakeBinance) -> None:
@@ -437,3 +440,54 @@ def test_bad_settings_are_refused_at_construction(updates, message) -> None:
 def test_url_overrides_must_name_ccxt_apis() -> None:
     with pytest.raises(FeedConfigError, match=r"url_overrides.binance: spot not in ccxt binance urls\['api'\]"):
         CexFeed(CONFIG, CexFeedConfig(venues=["binance"]), url_overrides={"binance": {"spot": "http://x"}})
+
+
+def test_one_failing_exchange_degrades_only_its_own_venue(fake: FakeBinance) -> None:
+    """Two exchanges, each behind its own fake server: while binance answers 503 (or times
+    out) to every request, binanceusdm keeps publishing; when binance is back, so are its
+    books."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    failing = asyncio.run_coroutine_threadsafe(FakeBinance().start(free_port()), loop).result()
+    try:
+        failing.set_book(SPOT, "SOLUSDT", [("150.10", "1")], [("150.20", "1")], 1)
+        failing.script.extend(Failure("503") for _ in range(6))
+        failing.script.extend(Failure("slow") for _ in range(2))
+        failing.slow_s = 0.4
+        fake.set_book(USDM, "SOLUSDT", [("150.05", "1")], [("150.06", "1")], 7)
+        fake.set_premium("SOLUSDT", "0.00010000", T0 + H, mark="150", index="150", ts_ms=T0)
+        fake.add_settlement("SOLUSDT", "0.00010000", T0, mark="150")
+        settings = CexFeedConfig(enabled=True, venues=["binance", "binanceusdm"], instruments=["SOL-USDT", "SOL-PERP"],
+                                 poll_interval_s=0.05, backoff=FAST, request_timeout_s=0.2, funding_interval_s=60)
+        feed = CexFeed(
+            CONFIG,
+            settings,
+            url_overrides={"binance": failing.api_urls(), "binanceusdm": fake.api_urls()},
+            exchange_config={v: {"rateLimit": 1, "timeout_on_exit": 0} for v in settings.venues},
+        )
+        seen: dict = {}
+
+        def done(c, h):
+            books = of(L2Book, c.events)
+            perp = [b for b in books if b.instrument == "binanceusdm:SOL-PERP"]
+            spot = [b for b in books if b.instrument == "binance:SOL-USDT"]
+            if not spot and len(perp) >= 5 and "during" not in seen:
+                seen["during"] = (len(perp), dict(feed.status()["venues"]["binance"]))
+            return "during" in seen and len(spot) >= 2
+
+        collected, health = asyncio.run(run_feed(feed, done, timeout_s=20))
+        perp_books, (during_perp, binance_during) = of(L2Book, collected.events), seen["during"]
+        assert during_perp >= 5  # the healthy venue published all the while
+        assert binance_during["state"] == "retrying" and binance_during["retries"] >= 1
+        assert "unavailable" in binance_during["last_error"] or "timeout" in binance_during["last_error"]
+        assert health.errors.get("unavailable", 0) == 6 and health.errors.get("timeout", 0) == 2
+        assert health.reconnects == 0  # the feed's session never ended
+        assert feed.status()["venues"]["binance"]["state"] == "ok"
+        assert feed.status()["venues"]["binanceusdm"]["retries"] == 0
+        assert any(b.instrument == "binance:SOL-USDT" for b in perp_books)
+    finally:
+        asyncio.run_coroutine_threadsafe(failing.stop(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

@@ -57,8 +57,12 @@ Failures (ccxt exception -> FeedError; all of them end the session unless noted)
 * any other ``ExchangeError`` -> ``VenueRejected``: recorded, and the poll carries on with the
   next request.
 
-When several venues fail in the same poll, each failure is counted and the session ends with
-the most serious one (config, then rate limit with the longest wait, then the first).
+Each venue polls on its own: a venue that fails (5xx, timeouts, a 429) is counted, waits (the
+venue's Retry-After, else the feed's backoff, doubling, reset after a poll that worked) and
+tries again, while the other venues keep publishing; its quotes stop, so the MDS marks it
+stale and leaves it out of the consolidated best. ``status()["venues"]`` shows each venue's
+state (``ok`` or ``retrying``), its retries and last error. Only a configuration error
+(``BadSymbol``, a listing the exchange does not have) ends the session and stops the feed.
 
 Test hooks (constructor keywords, unused in production): ``url_overrides`` replaces entries of
 the exchange's ``urls['api']`` (e.g. Binance's ``public`` and ``fapiPublic`` base URLs) to
@@ -152,6 +156,10 @@ class _Venue:
     markets: list[_Market]
     exchange: Any = None  # the ccxt exchange, kept across sessions (and its markets with it)
     resolved: bool = False
+    state: str = "starting"  # ok | retrying
+    retries: int = 0
+    last_error: str | None = None
+    retry_in_s: float | None = None
 
 
 class CexFeed(Feed):
@@ -217,27 +225,38 @@ class CexFeed(Feed):
     # --- session ------------------------------------------------------------------------
 
     async def session(self) -> None:
+        tasks = [asyncio.ensure_future(self._run_venue(v)) for v in self._venues]
+        try:
+            # Only a configuration error ends a venue's loop (and the session with it).
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_venue(self, venue: _Venue) -> None:
+        """Poll one venue forever; its failures wait and retry here, alone."""
+        backoff = self.settings.backoff
+        delay = backoff.initial_s
         while True:
-            results = await asyncio.gather(*(self._poll(v) for v in self._venues), return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                raise self._most_serious(failures)
-            await asyncio.sleep(self.settings.poll_interval_s)
-
-    def _most_serious(self, failures: list[BaseException]) -> BaseException:
-        """One failure ends the session; the others of the same poll are counted here."""
-
-        def rank(exc: BaseException) -> tuple:
-            if isinstance(exc, FeedConfigError):
-                return (0, 0.0)
-            if isinstance(exc, RateLimited):
-                return (1, -(exc.retry_after or 0.0))
-            return (2, 0.0)
-
-        ordered = sorted(failures, key=rank)  # stable: the first venue's failure wins a tie
-        for other in ordered[1:]:
-            self.out.error(classify(other))
-        return ordered[0]
+            try:
+                await self._poll(venue)
+            except FeedConfigError:
+                raise
+            except Exception as raw:
+                exc = classify(raw)
+                self.out.error(exc)
+                wait = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after is not None else delay
+                delay = min(delay * 2, backoff.max_s)
+                venue.state, venue.last_error, venue.retry_in_s = "retrying", f"{exc.kind}: {exc}", wait
+                venue.retries += 1
+            else:
+                delay = backoff.initial_s
+                venue.state, venue.retry_in_s = "ok", None
+                wait = self.settings.poll_interval_s
+            await asyncio.sleep(wait)
 
     async def close(self) -> None:
         """Release every exchange's HTTP session. The exchange objects (and their loaded
@@ -250,7 +269,14 @@ class CexFeed(Feed):
         perps = [m for v in self._venues for m in v.markets if m.kind is MarketKind.PERP]
         return {
             "venues": {
-                v.name: {"ccxt_id": v.ccxt_id, "markets": {m.key: m.ccxt_symbol for m in v.markets}}
+                v.name: {
+                    "ccxt_id": v.ccxt_id,
+                    "markets": {m.key: m.ccxt_symbol for m in v.markets},
+                    "state": v.state,
+                    "retries": v.retries,
+                    "last_error": v.last_error,
+                    "retry_in_s": v.retry_in_s,
+                }
                 for v in self._venues
             },
             "funding": {
