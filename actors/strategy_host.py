@@ -2,8 +2,9 @@
 strategy's event hooks, publish the strategy's signals.
 
 ``StrategyHost`` (the named actor ``strategy:<name>``) hosts one strategy instance. It
-receives the MDS's batches over a batch stream (actors/batch_stream.py: it runs the receiver
-and subscribes with its address); ``on_market_data`` takes the same batches by actor call. For
+receives the MDS's batches over a batch link (actors/stream/: it runs the receiver, allows
+the MDS's key and subscribes with its address); ``on_market_data`` takes the same batches by
+actor call. When the MDS announces a restart (``mds_restarted``) it subscribes again. For
 every batch it records how long the batch took from its feed to here (``now -
 emitted_ns``, the production time of the batch's oldest event, so an upper bound for each
 event in it), counts events by kind, keeps the latest consolidated best price per symbol
@@ -21,7 +22,7 @@ from collections import deque
 import ray
 
 from actors import names
-from actors.batch_stream import BatchReceiver
+from actors.stream import BatchReceiver, Origin, StreamLimits
 from cluster.domain import FundingRate, Quote
 from actors.latency import LatencyRecorder
 from cluster.events import KIND_OF, BestPrice, EventBatch, Signal, VenueStatus
@@ -43,7 +44,10 @@ class StrategyHost:
         self.name = name
         self.strategy = cls(cls.Params(**(params or {})))
         self.subscription = {"kinds": kinds, "symbols": symbols, "signals": signals}
+        self.mds_name = mds_name
         self.mds = ray.get_actor(mds_name, namespace=names.NAMESPACE)
+        self.limits = StreamLimits()
+        self.subscriptions = 0
         self.latency = LatencyRecorder()
         self.counts: dict[str, int] = {}
         self.events = 0
@@ -61,19 +65,31 @@ class StrategyHost:
         self.receiver: BatchReceiver | None = None
 
     async def start(self) -> dict:
-        me = ray.get_runtime_context().current_actor
         if self.receiver is None:
-            self.receiver = BatchReceiver(self._on_batch, f"strategy:{self.name}")
+            self.receiver = BatchReceiver(self._on_batch, f"strategy:{self.name}", self.limits)
             await self.receiver.start()
-        snapshot = await self.mds.subscribe.remote(self.name, me, stream=self.receiver.address, **self.subscription)
-        self.best.update(snapshot)
+        snapshot = await self._subscribe()
         gc.freeze()  # see actors/__init__.py: keep startup objects out of the collector's walks
         return {"subscribed": self.name, "best": len(snapshot)}
 
-    async def on_market_data(self, batch: EventBatch) -> None:
-        self._on_batch(batch)
+    async def _subscribe(self) -> dict:
+        self.mds = ray.get_actor(self.mds_name, namespace=names.NAMESPACE)  # a restarted MDS: looked up again
+        self.receiver.allow(await self.mds.stream_key.remote(), "mds")
+        me = ray.get_runtime_context().current_actor
+        snapshot = await self.mds.subscribe.remote(self.name, me, stream=self.receiver.address, **self.subscription)
+        self.best.update(snapshot)
+        self.subscriptions += 1
+        return snapshot
 
-    def _on_batch(self, batch: EventBatch) -> None:
+    async def mds_restarted(self) -> None:
+        """The MDS came back (a new process, a new key): subscribe to it again."""
+        if self.receiver is not None:
+            await self._subscribe()
+
+    async def on_market_data(self, batch: EventBatch) -> None:
+        self._on_batch(batch, None)
+
+    def _on_batch(self, batch: EventBatch, origin: Origin | None) -> None:
         now = time.time_ns()
         if not self.first_recv_ns:
             self.first_recv_ns = now
@@ -129,6 +145,8 @@ class StrategyHost:
             "quotes_out_of_order": self.out_of_order,
             "stale_venues": sorted(self.stale_venues),
             "intents_total": self.intents_total,
+            "subscriptions": self.subscriptions,
+            "stream_rejected": dict(self.receiver.rejected) if self.receiver else {},
         }
 
     async def latency_since(self, since_ns: int) -> dict[str, float]:

@@ -2,11 +2,15 @@
 
 ``start_market_data`` creates the MDS and one actor per enabled feed as named, detached
 actors in namespace ``botmain`` (so they outlive the ``botmain`` command that started them
-and show by name in the Ray dashboard's Actors view). The caller must be connected to the
+and show by name in the Ray dashboard's Actors view). Each is supervised: Ray restarts it
+when its process dies (``market_data.supervision``), it starts itself again and rebuilds its
+state (actors/mds/actor.py, actors/feeds/actor.py). The caller must be connected to the
 cluster (``ray.init(address=..., namespace="botmain")``).
 """
 
 from __future__ import annotations
+
+import uuid
 
 import ray
 
@@ -37,8 +41,11 @@ def _get(name: str):
         return None
 
 
-def start_market_data(config: BotmainConfig, dsn: str | None, feeds: list[str] | None = None) -> dict:
-    """Start the MDS (if not running) and the given feeds (default: the enabled ones)."""
+def start_market_data(config: BotmainConfig, feeds: list[str] | None = None) -> dict:
+    """Start the MDS (if not running) and the given feeds (default: the enabled ones).
+
+    The MDS's writer (``mds-store``) reads the store's DSN from its own environment, so
+    nothing secret is passed to an actor (Ray keeps constructor arguments in its GCS)."""
     from actors.feeds.actor import FeedActor
     from actors.mds.actor import MdsActor
 
@@ -46,6 +53,7 @@ def start_market_data(config: BotmainConfig, dsn: str | None, feeds: list[str] |
     unknown = [f for f in feeds if f not in FEEDS]
     if unknown:
         raise TopologyError(f"unknown feed(s) {', '.join(unknown)} (known: {', '.join(FEEDS)})")
+    sup = config.market_data.supervision
     mds = _get(names.MDS)
     if mds is None:
         mds = MdsActor.options(
@@ -54,7 +62,9 @@ def start_market_data(config: BotmainConfig, dsn: str | None, feeds: list[str] |
             lifetime="detached",
             num_cpus=config.market_data.mds.num_cpus,
             max_concurrency=1000,
-        ).remote(config, dsn, resolve_clock(config, feeds))
+            max_restarts=sup.max_restarts,
+            max_task_retries=sup.max_task_retries,
+        ).remote(config, resolve_clock(config, feeds))
     ray.get(mds.start.remote())
     started = {}
     for feed in feeds:
@@ -71,7 +81,9 @@ def start_market_data(config: BotmainConfig, dsn: str | None, feeds: list[str] |
                 lifetime="detached",
                 num_cpus=settings.num_cpus,
                 max_concurrency=1000,
-            ).remote(feed, config)
+                max_restarts=sup.max_restarts,
+                max_task_retries=sup.max_task_retries,
+            ).remote(feed, config, uuid.uuid4().hex[:12])
         started[feed] = ray.get(actor.start.remote())
     return started
 

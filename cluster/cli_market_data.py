@@ -110,12 +110,12 @@ def mds_start(feeds: tuple[str, ...], speed: str | None, start_: str | None, end
             update={"feeds": config.market_data.feeds.model_copy(update={"replay": replay})}
         )
         config = dataclasses.replace(config, market_data=md)
-    dsn = resolve_dsn(config, start_embedded=False) if config.market_data.mds.persist.enabled else None
-    if config.market_data.mds.persist.enabled and dsn is None:
+    # The MDS's writer reads the DSN in its own process; checked here to fail fast.
+    if config.market_data.mds.persist.enabled and resolve_dsn(config, start_embedded=False) is None:
         raise click.ClickException("the embedded PostgreSQL is not running (botmain up), and persist is enabled")
     connect_ray(config)
     try:
-        started = topology.start_market_data(config, dsn, list(feeds) if feeds else None)
+        started = topology.start_market_data(config, list(feeds) if feeds else None)
     except topology.TopologyError as exc:
         raise click.ClickException(str(exc)) from None
     from cluster import runtime

@@ -185,15 +185,20 @@ class EventBatch:
     events: list
     emitted_ns: int
     source: str = ""
+    # Where the source stands after the batch's last event, if it can resume from there
+    # (a replay's position in its recording); None for live feeds.
+    cursor: int | None = None
 
     def __len__(self) -> int:
         return len(self.events)
 
     def __reduce__(self):
         # Pickled here, as bytes, so that Ray's serializer (cloudpickle, which calls back into
-        # Python for every object) sees one bytes object: about 3x cheaper per batch.
-        return (_unpack_batch, (pickle.dumps(self.events, protocol=5), self.emitted_ns, self.source))
+        # Python for every object) sees one bytes object: about 3x cheaper per batch. This is
+        # for Ray's own calls only; between actors' sockets batches travel as MessagePack
+        # (actors/stream/codec.py).
+        return (_unpack_batch, (pickle.dumps(self.events, protocol=5), self.emitted_ns, self.source, self.cursor))
 
 
-def _unpack_batch(events: bytes, emitted_ns: int, source: str) -> EventBatch:
-    return EventBatch(pickle.loads(events), emitted_ns, source)
+def _unpack_batch(events: bytes, emitted_ns: int, source: str, cursor: int | None = None) -> EventBatch:
+    return EventBatch(pickle.loads(events), emitted_ns, source, cursor)

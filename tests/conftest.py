@@ -210,3 +210,26 @@ def with_replay(config: BotmainConfig, **settings) -> BotmainConfig:
     replay = ReplayFeedConfig.model_validate({**config.market_data.feeds.replay.model_dump(), **settings})
     feeds = config.market_data.feeds.model_copy(update={"replay": replay})
     return dataclasses.replace(config, market_data=config.market_data.model_copy(update={"feeds": feeds}))
+
+
+def with_database(config: BotmainConfig, dsn: str) -> BotmainConfig:
+    """``config`` with the store at ``dsn``'s database on the same (embedded) server: what an
+    actor that resolves the store from its own environment writes into."""
+    import dataclasses
+    from urllib.parse import urlsplit
+
+    postgres = config.store.postgres
+    embedded = postgres.embedded.model_copy(update={"database": urlsplit(dsn).path.lstrip("/")})
+    store = config.store.model_copy(update={"postgres": postgres.model_copy(update={"embedded": embedded})})
+    return dataclasses.replace(config, store=store)
+
+
+def without_store(config: BotmainConfig) -> BotmainConfig:
+    """``config`` with the MDS neither persisting nor recording."""
+    import dataclasses
+
+    mds = config.market_data.mds
+    mds = mds.model_copy(update={"persist": mds.persist.model_copy(update={"enabled": False}),
+                                 "record": mds.record.model_copy(update={"enabled": False})})
+    return dataclasses.replace(config, market_data=config.market_data.model_copy(update={"mds": mds}))
+

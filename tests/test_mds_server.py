@@ -16,9 +16,9 @@ from actors.mds.persistence import StorePersister, make_writer_factory
 from actors.mds.rows import RowBuffer
 from actors.mds.server import MarketDataServer
 from cluster.config import load_config
-from cluster.config.models import PersistConfig
+from cluster.config.models import PersistConfig, RecordConfig
 from cluster.domain import Bar, FundingRate, L2Book, Quote, Side, Trade
-from cluster.events import BestPrice, ChainEvent, EventBatch, NewsItem, Signal, VenueStatus
+from cluster.events import BestPrice, ChainEvent, EventBatch, MarkPrice, NewsItem, PoolState, Signal, SwapQuote, VenueStatus
 from tests.conftest import ROOT, free_port
 
 S = 1_000_000_000
@@ -260,7 +260,7 @@ def test_an_unknown_event_kind_is_refused_by_name(config):
 
 
 def _ids(dsn: str) -> dict[str, int]:
-    from actors.mds.actor import _register_instruments
+    from actors.mds.store_actor import _register_instruments
 
     return asyncio.run(_register_instruments(load_config(ROOT / "configs"), dsn))
 
@@ -285,6 +285,9 @@ def _every_kind(n: int = 3) -> list:
             L2Book(T0 + i * S, "binanceusdm:BTC-PERP", ((60000.0, 1.0),), ((60001.0, 2.0),), i),
             FundingRate(T0 + i * 3600 * S, "drift:SOL-PERP", 1e-5, 3600, 150.0, 150.1),
             Bar(T0 + i * 60 * S, "drift:SOL-PERP", 60, 1.0, 2.0, 0.5, 1.5, 10.0),
+            MarkPrice(T0 + i * S, "drift:SOL-PERP", 150.2, 150.1),
+            SwapQuote(T0 + i * S, "jupiter:SOL-USDC", Side.BUY, 10.0, 150.3, 0.0004, "whirlpool"),
+            PoolState(T0 + i * S, "raydium:SOL-USDC", "pool1", 150.25, 1e5, 1.5e7, 0.0025, 3e7),
             ChainEvent(T0 + i * S, "slot", 300_000_000 + i, payload={"parent": 299_999_999 + i}),
             NewsItem(T0 + i * S, f"news{i}", "fake", f"SOL rallies {i}", instruments=("SOL-PERP",), sentiment=1.0),
             Signal(T0 + i * S, "carry", "regime", float(i), "drift:SOL-PERP", {"why": "test"}),
@@ -292,8 +295,13 @@ def _every_kind(n: int = 3) -> list:
     return events
 
 
-def _rows(events: list, ids: dict[str, int], settings: PersistConfig) -> dict:
-    buffer = RowBuffer(ids, settings)
+PERSISTED = ("quotes", "market_trades", "book_snapshots", "funding_rates", "bars", "mark_prices", "swap_quotes",
+             "pool_states", "chain_events", "news_items", "strategy_signals")
+NO_LAKE = RecordConfig(enabled=False)
+
+
+def _rows(events: list, settings: PersistConfig, record: RecordConfig = NO_LAKE) -> dict:
+    buffer = RowBuffer(settings, record)
     for e in events:
         buffer.accept(e)
     return buffer.take()
@@ -304,21 +312,22 @@ def test_every_persisted_kind_lands_once_even_when_sent_twice(dsn: str):
     settings = PersistConfig(book_interval_ms=0)
 
     async def go():
-        persister = StorePersister(make_writer_factory(dsn, settings), settings)
+        persister = StorePersister(make_writer_factory(dsn, settings), settings, ids)
         writer = make_writer_factory(dsn, settings)()
-        persister.add(_rows(_every_kind(), ids, settings))
+        persister.add(_rows(_every_kind(), settings)["pg"])
         first = await persister.flush(writer)
-        persister.add(_rows(_every_kind(), ids, settings))  # a replay of data already stored
+        persister.add(_rows(_every_kind(), settings)["pg"])  # a replay of data already stored
         second = await persister.flush(writer)
         await writer.close()
         return persister, first, second
 
     persister, first, second = asyncio.run(go())
-    assert first == second == 24
-    for table in ("quotes", "market_trades", "book_snapshots", "funding_rates", "bars", "chain_events", "news_items", "strategy_signals"):
+    assert first == second == 3 * len(PERSISTED)
+    for table in PERSISTED:
         assert _count(dsn, table) == 3, table
     assert persister.pending == 0
     assert all(t.dropped == 0 for t in persister.tables.values())
+    assert persister.resolved == persister.enqueued and persister.enqueued["quotes"] == 6
 
 
 def test_a_dead_store_queues_then_drops_counted_and_recovers_exactly_once(dsn: str):
@@ -331,68 +340,111 @@ def test_a_dead_store_queues_then_drops_counted_and_recovers_exactly_once(dsn: s
     drops: list[tuple[str, str, int]] = []
 
     async def go():
-        persister = StorePersister(make_writer_factory(dead_dsn, settings), settings, on_drop=lambda *a: drops.append(a))
+        persister = StorePersister(make_writer_factory(dead_dsn, settings), settings, ids, on_drop=lambda *a: drops.append(a))
         quotes = [q(i, "binanceusdm:BTC-PERP", 1.0 + i, 2.0 + i, seq=i) for i in range(15)]
-        persister.add(_rows(quotes[:8], ids, settings))
+        persister.add(_rows(quotes[:8], settings)["pg"])
         dead = make_writer_factory(dead_dsn, settings)()
         stored_while_dead = await persister.flush(dead)
         await dead.close()
-        status = persister.add(_rows(quotes[8:], ids, settings))  # 8 queued for retry + 2 fit, 5 dropped
+        status = persister.add(_rows(quotes[8:], settings)["pg"])  # 8 queued for retry + 2 fit, 5 dropped
+        resolved_while_dead = dict(persister.resolved)
         alive = make_writer_factory(dsn, settings)()
         stored = await persister.flush(alive)
         await alive.close()
-        return persister, stored_while_dead, stored, status
+        return persister, stored_while_dead, stored, status, resolved_while_dead
 
-    persister, stored_while_dead, stored, status = asyncio.run(go())
+    persister, stored_while_dead, stored, status, resolved_while_dead = asyncio.run(go())
     assert stored_while_dead == 0
     assert status["store_ok"] is False and "unreachable" in status["last_error"]
     assert status["tables"]["quotes"]["dropped"] == 5 and status["pending_rows"] == 10
+    assert resolved_while_dead["quotes"] == 5  # the drops are settled (counted), the rest is not
     assert stored == 10 and _count(dsn, "quotes") == 10
     assert drops == [("quotes", "store_backlog", 5)]
     assert persister.pending == 0 and persister.store_ok
+    assert persister.resolved["quotes"] == persister.enqueued["quotes"] == 15
 
 
 def test_the_mds_buffer_never_blocks_and_counts_what_it_cannot_hold(config):
     settings = PersistConfig(max_pending_rows=5)
-    buffer = RowBuffer({"binanceusdm:BTC-PERP": 1}, settings)
+    buffer = RowBuffer(settings, NO_LAKE)
     started = time.perf_counter()
     for i in range(8):
         buffer.accept(q(i, "binanceusdm:BTC-PERP", 1.0, 2.0, seq=i))
     assert time.perf_counter() - started < 0.05
     assert buffer.pending == 5 and buffer.dropped["quotes"] == 3
     taken = buffer.take()
-    assert [r[2] for r in taken["quotes"]] == [0, 1, 2, 3, 4] and buffer.pending == 0
-    buffer.accept(q(9, "binanceusdm:BTC-PERP", 1.0, 2.0, seq=9))
-    buffer.put_back(taken)  # the store actor could not take them: back in front, up to the bound
-    assert [r[2] for r in buffer.rows["quotes"]] == [0, 1, 2, 3, 9]
-    assert buffer.dropped["quotes"] == 4
+    assert [r[2] for r in taken["pg"]["quotes"]] == [0, 1, 2, 3, 4] and buffer.pending == 0
+    assert taken["lake"] == {}
+
+
+def test_rows_go_to_the_lake_too_but_a_replay_is_not_recorded_back_into_a_lake():
+    buffer = RowBuffer(PersistConfig(), RecordConfig())
+    buffer.accept(q(0, "drift:SOL-PERP", 1.0, 2.0))
+    buffer.accept(q(1, "binance:BTC-USDT", 1.0, 2.0), replayed=True)
+    buffer.accept(ChainEvent(T0, "slot", 1))  # PostgreSQL only
+    taken = buffer.take()
+    assert [r[0] for r in taken["pg"]["quotes"]] == ["drift:SOL-PERP", "binance:BTC-USDT"]
+    assert [r[0] for r in taken["lake"]["quotes"]] == ["drift:SOL-PERP"]
+    assert "chain_events" in taken["pg"] and "chain_events" not in taken["lake"]
+    assert buffer.pending == 0
+    replaying = RowBuffer(PersistConfig(), RecordConfig(replay=True, lake_root="elsewhere"))
+    replaying.accept(q(1, "binance:BTC-USDT", 1.0, 2.0), replayed=True)
+    assert len(replaying.take()["lake"]["quotes"]) == 1
+
+
+class LocalStore:
+    """The ``mds-store`` actor's protocol, in process: a persister and its writer task.
+    ``delay_s`` slows every hand-over; ``restart`` forgets everything queued, as a store
+    actor whose process died would."""
+
+    def __init__(self, dsn: str, ids: dict[str, int], settings: PersistConfig, delay_s: float = 0.0) -> None:
+        self.dsn, self.ids, self.settings, self.delay_s = dsn, ids, settings, delay_s
+        self.restart()
+
+    def restart(self) -> None:
+        import uuid
+
+        if getattr(self, "task", None) is not None:
+            self.task.cancel()
+        self.incarnation = uuid.uuid4().hex
+        self.persister = StorePersister(make_writer_factory(self.dsn, self.settings), self.settings, self.ids)
+        self.task = asyncio.ensure_future(self.persister.run())
+
+    def _status(self) -> dict:
+        return {**self.persister.status(), "incarnation": self.incarnation, "resolved": {"pg": dict(self.persister.resolved)}}
+
+    async def add(self, handover_id: int, payload: bytes) -> dict:
+        import pickle
+
+        await asyncio.sleep(self.delay_s)
+        self.persister.add(pickle.loads(payload).get("pg", {}))
+        return {**self._status(), "ticket": {"pg": dict(self.persister.enqueued)}}
+
+    async def status(self) -> dict:
+        return self._status()
+
+    async def drain(self, timeout_s):
+        return await self.persister.drain(timeout_s)
+
+
+def _server(config, settings: PersistConfig, store) -> MarketDataServer:
+    import dataclasses
+
+    mds = config.market_data.mds.model_copy(update={"persist": settings, "record": NO_LAKE})
+    md = config.market_data.model_copy(update={"mds": mds})
+    return MarketDataServer(dataclasses.replace(config, market_data=md), "event", RowBuffer(settings, NO_LAKE), store)
 
 
 def test_the_mds_hands_rows_to_a_slow_store_without_slowing_publish(config, dsn: str):
     """The MDS with a store link that takes 300 ms per hand-over: publishing stays fast,
     rows wait in the MDS's buffer and all land once the store catches up."""
-    ids = _ids(dsn)
     settings = PersistConfig(flush_interval_s=0.05, book_interval_ms=0)
-
-    class SlowStore:
-        def __init__(self) -> None:
-            self.persister = StorePersister(make_writer_factory(dsn, settings), settings)
-
-        async def add(self, rows):
-            await asyncio.sleep(0.3)
-            return self.persister.add(rows)
-
-        async def drain(self, timeout_s):
-            return await self.persister.drain(timeout_s)
+    ids = _ids(dsn)
 
     async def go():
-        import dataclasses
-
-        md = config.market_data.model_copy(update={"mds": config.market_data.mds.model_copy(update={"persist": settings})})
-        store = SlowStore()
-        server = MarketDataServer(dataclasses.replace(config, market_data=md), "event", RowBuffer(ids, settings), store)
+        store = LocalStore(dsn, ids, settings, delay_s=0.3)
+        server = _server(config, settings, store)
         server.start()
-        writer_task = asyncio.ensure_future(store.persister.run())
         worst = 0.0
         for i in range(200):
             t = time.perf_counter()
@@ -402,7 +454,7 @@ def test_the_mds_hands_rows_to_a_slow_store_without_slowing_publish(config, dsn:
         assert await server.flush_store(10)
         report = server.store_report()
         await server.stop()
-        writer_task.cancel()
+        store.task.cancel()
         return worst, report
 
     worst, report = asyncio.run(go())
@@ -411,16 +463,50 @@ def test_the_mds_hands_rows_to_a_slow_store_without_slowing_publish(config, dsn:
     assert _count(dsn, "quotes") == 200
 
 
-def test_rows_for_an_instrument_not_in_venues_yaml_are_counted_not_stored():
-    buffer = RowBuffer({"drift:SOL-PERP": 1}, PersistConfig())
-    buffer.accept(q(0, "kraken:SOL-PERP", 1.0, 2.0))
-    buffer.accept(q(0, "drift:SOL-PERP", 1.0, 2.0))
-    assert buffer.unknown_instruments == {"kraken:SOL-PERP"}
-    assert buffer.dropped["quotes"] == 1 and buffer.pending == 1
+def test_a_feed_learns_which_of_its_batches_are_stored_and_a_restarted_store_gets_them_again(config, dsn: str):
+    """Each answer to a feed's batch names its last batch whose rows are in the store; a store
+    that restarts (losing its queue) is sent again every hand-over it had not stored, and
+    every row lands once."""
+    from actors.stream import Origin
+
+    settings = PersistConfig(flush_interval_s=30, book_interval_ms=0)  # the store writes only when asked
+    ids = _ids(dsn)
+
+    async def go():
+        store = LocalStore(dsn, ids, settings)
+        server = _server(config, settings, store)
+        answers = []
+        for seq in range(1, 6):
+            origin = Origin("feed:x", b"KEY", "127.0.0.1", seq)
+            batch = EventBatch([q(seq * 10 + k, "binanceusdm:BTC-PERP", 1.0, 2.0, seq=k) for k in range(4)], time.time_ns(), "x")
+            answers.append(server.publish(batch, origin))
+            await server.forward_rows()  # one hand-over per batch
+        assert answers == [0, 0, 0, 0, 0] and len(server.outbox.kept) == 5  # nothing written yet
+        store.restart()  # the store actor died with 5 hand-overs queued
+        await server.outbox.sync()  # a new incarnation answers: everything kept goes again
+        assert server.outbox.resent >= 4
+        assert await server.flush_store(10)
+        durable = server.publish(EventBatch([], time.time_ns(), "x"), Origin("feed:x", b"KEY", "127.0.0.1", 6))
+        await server.forward_rows()  # the empty batch made no rows: safe at the next cut
+        store.task.cancel()
+        return durable, server.durability.durable_seq(b"KEY"), server.store_report()
+
+    durable, after_cut, report = asyncio.run(go())
+    assert durable == 5 and after_cut == 6  # every batch is stored, the empty one too
+    assert _count(dsn, "quotes") == 20 and report["pending_rows"] == 0
+
+
+def test_rows_for_an_instrument_not_in_venues_yaml_are_counted_not_stored(dsn: str):
+    settings = PersistConfig()
+    persister = StorePersister(make_writer_factory(dsn, settings), settings, {"drift:SOL-PERP": 1})
+    persister.add(_rows([q(0, "kraken:SOL-PERP", 1.0, 2.0), q(0, "drift:SOL-PERP", 1.0, 2.0)], settings)["pg"])
+    assert persister.unknown_instruments == {"kraken:SOL-PERP"}
+    assert persister.tables["quotes"].dropped == 1 and persister.pending == 1
+    assert persister.resolved["quotes"] == 1  # the unknown one is settled: counted, not stored
 
 
 def test_book_snapshots_are_thinned_to_one_per_interval():
-    buffer = RowBuffer({"binance:BTC-USDT": 1}, PersistConfig(book_interval_ms=1000))
+    buffer = RowBuffer(PersistConfig(book_interval_ms=1000), NO_LAKE)
     for ms in (0, 200, 999, 1000, 1500, 2100):
         buffer.accept(L2Book(T0 + ms * 1_000_000, "binance:BTC-USDT", ((1.0, 1.0),), ((2.0, 1.0),)))
-    assert [r[1] - T0 for r in buffer.rows["book_snapshots"]] == [0, 1_000_000_000, 2_100_000_000]
+    assert [r[1] - T0 for r in buffer.pg["book_snapshots"]] == [0, 1_000_000_000, 2_100_000_000]

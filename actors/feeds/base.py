@@ -87,6 +87,7 @@ class FeedOutput:
         self._source = source
         self._buffer: list = []
         self._first_emitted_ns = 0
+        self._cursor: int | None = None  # the source's position after the buffer's last event
         self._inflight: collections.deque[asyncio.Future] = collections.deque()
         self._interval_s = settings.flush_interval_ms / 1000.0
         self._last_send = 0.0
@@ -110,8 +111,11 @@ class FeedOutput:
         self._buffer.append(event)
         await self._send_or_schedule()
 
-    async def emit_many(self, events: list) -> None:
-        """Hand over events already in event-time order (a replay's slice)."""
+    async def emit_many(self, events: list, cursor: int | None = None) -> None:
+        """Hand over events already in event-time order (a replay's slice); ``cursor`` is
+        where the source stands after them (it can resume there: ``Feed.resume_at``)."""
+        if cursor is not None:
+            self._cursor = cursor
         if not events:
             return
         if not self._buffer:
@@ -164,7 +168,7 @@ class FeedOutput:
             if not self._buffer:
                 return
             events, self._buffer = self._buffer, []
-            batch = EventBatch(events, self._first_emitted_ns, self._source)
+            batch = EventBatch(events, self._first_emitted_ns, self._source, self._cursor)
             while len(self._inflight) >= self._settings.max_inflight:
                 await self._inflight.popleft()  # back-pressure: wait for the oldest batch's ack
             self._last_send = time.monotonic()

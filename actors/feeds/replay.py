@@ -206,7 +206,7 @@ class ReplayFeed(Feed):
                     self.out.error(event)
                 else:
                     events.append(event)
-            await self.out.emit_many(events)
+            await self.out.emit_many(events, cursor=j)
             i = j
             self.position = i
             if speed == "max" and rate is None:
@@ -214,6 +214,12 @@ class ReplayFeed(Feed):
             else:
                 await self.out.flush()  # this slice's events leave now, as one batch
         await self.out.flush()
+
+    def resume_at(self, cursor: int) -> None:
+        """Start after the first ``cursor`` events of the merged stream (after a restart: where
+        the MDS's last stored batch of this run ended). The merge is deterministic for the
+        same lake and settings, so the position names the same event."""
+        self.position = cursor
 
     def status(self) -> dict:
         return {

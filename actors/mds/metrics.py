@@ -21,6 +21,7 @@ class NullMetrics:
     def subscriber_pending(self, name: str, events: int) -> None: ...
     def feed_error(self, feed: str, kind: str, n: int) -> None: ...
     def feed_state(self, feed: str, connected: bool) -> None: ...
+    def stream_rejected(self, receiver: str, reason: str) -> None: ...
 
 
 class RayMetrics(NullMetrics):
@@ -49,6 +50,11 @@ class RayMetrics(NullMetrics):
         self._sub_pending = Gauge("botmain_mds_subscriber_pending_events", "events queued for a subscriber", tag_keys=("subscriber",))
         self._feed_errors = Counter("botmain_feed_errors_total", "feed errors by kind", tag_keys=("feed", "kind"))
         self._feed_up = Gauge("botmain_feed_connected", "1 while a feed's session is connected", tag_keys=("feed",))
+        self._stream_rejected = Counter(
+            "botmain_stream_frames_rejected_total",
+            "connections and frames a market-data link refused, by receiver and reason",
+            tag_keys=("receiver", "reason"),
+        )
 
     def events(self, feed: str, kind: str, n: int) -> None:
         self._events.inc(n, tags={"feed": feed, "kind": kind})
@@ -83,6 +89,9 @@ class RayMetrics(NullMetrics):
 
     def feed_state(self, feed: str, connected: bool) -> None:
         self._feed_up.set(1.0 if connected else 0.0, tags={"feed": feed})
+
+    def stream_rejected(self, receiver: str, reason: str) -> None:
+        self._stream_rejected.inc(1, tags={"receiver": receiver, "reason": reason})
 
 
 def metrics() -> NullMetrics:

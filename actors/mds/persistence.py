@@ -1,17 +1,25 @@
 """Writing the MDS's rows to PostgreSQL with batched binary COPY, in its own process.
 
-The MDS turns events into rows (``actors.mds.rows``) and hands them over about once a
-second; ``StorePersister`` queues them per table and a background task (``run``) COPYs each
-table's queue as exactly-once batches of up to ``batch_rows``. It runs in the ``mds-store``
-actor (``actors.mds.store_actor``), so encoding rows and waiting on PostgreSQL never take
-the MDS's CPU or event loop: a slow or failed store never blocks market data.
+The MDS turns events into rows (``actors.mds.rows``) and hands them over ten times a
+second; ``StorePersister`` maps each row's instrument key to its PostgreSQL id, queues the
+rows per table and a background task (``run``) COPYs each table's queue as exactly-once
+batches of up to ``batch_rows``. It runs in the ``mds-store`` actor
+(``actors.mds.store_actor``), so encoding rows and waiting on PostgreSQL never take the
+MDS's CPU or event loop: a slow or failed store never blocks market data.
 
 A write that fails because the store is unreachable past ``retry_deadline_s`` goes back to
 the front of its queue and is sent again later with the same batch id, so it lands exactly
 once when the store returns. Only past ``max_pending_rows`` queued rows are new rows
 dropped, counted per table under ``dropped`` and logged: nothing accepted is lost silently.
-A batch PostgreSQL refuses (a constraint) is counted as ``rejected`` and logged. Replaying
-data that is already stored adds nothing: the tables' natural keys de-duplicate.
+A batch PostgreSQL refuses (a constraint) is counted as ``rejected`` and logged; rows of an
+instrument that is not in venues.yaml (PostgreSQL has no id for it) as
+``unknown_instrument``. Replaying data that is already stored adds nothing: the tables'
+natural keys de-duplicate.
+
+For the MDS to know what is safe, the persister counts per table the rows it was given
+(``enqueued``) and the rows it is done with (``resolved``: written, or dropped and
+counted); a hand-over is stored once ``resolved`` has caught up with what ``enqueued`` was
+just after it.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from actors.mds.rows import COLUMNS
+from actors.mds.rows import COLUMNS, KEYED_BY_INSTRUMENT
 from cluster.config.models import PersistConfig, ReconnectConfig
 from cluster.store.writer import Batch, BatchRejected, StoreUnavailable, StoreWriter
 
@@ -43,12 +51,17 @@ class StorePersister:
         self,
         writer_factory: Callable[[], StoreWriter],
         settings: PersistConfig,
+        instrument_ids: dict[str, int],
         on_drop: Callable[[str, str, int], None] | None = None,
         on_written: Callable[[str, int], None] | None = None,
     ) -> None:
         self._writer_factory = writer_factory
         self.settings = settings
+        self.instrument_ids = instrument_ids
+        self.unknown_instruments: set[str] = set()
         self.tables = {t: TableQueue() for t in settings.tables}
+        self.enqueued: dict[str, int] = {t: 0 for t in settings.tables}
+        self.resolved: dict[str, int] = {t: 0 for t in settings.tables}
         self._on_drop = on_drop or (lambda table, reason, n: None)
         self._on_written = on_written or (lambda table, n: None)
         self._wake = asyncio.Event()
@@ -68,11 +81,13 @@ class StorePersister:
             queue = self.tables.get(table)
             if queue is None:
                 continue
+            self.enqueued[table] += len(rows)
+            if table in KEYED_BY_INSTRUMENT:
+                rows = self._with_ids(table, rows)
             room = max(self.settings.max_pending_rows - self._queued, 0)
             if len(rows) > room:
                 lost = len(rows) - room
-                queue.dropped += lost
-                self._on_drop(table, "store_backlog", lost)
+                self._drop(table, queue, "store_backlog", lost)
                 log.error(
                     "store backlog at %d rows: dropped %d new %s rows (%d so far); last error: %s",
                     self.settings.max_pending_rows, lost, table, queue.dropped, self.last_error,
@@ -83,6 +98,34 @@ class StorePersister:
             if len(queue.rows) >= self.settings.batch_rows:
                 self._wake.set()
         return self.status()
+
+    def _with_ids(self, table: str, rows: list[tuple]) -> list[tuple]:
+        """Rows with the instrument key replaced by its id; rows of unknown instruments go
+        (counted). A strategy signal may be about no instrument (key None: id NULL)."""
+        ids = self.instrument_ids
+        out = []
+        unknown = 0
+        for row in rows:
+            key = row[0]
+            if key is None and table == "strategy_signals":
+                out.append(row)
+                continue
+            iid = ids.get(key)
+            if iid is None:
+                unknown += 1
+                if key not in self.unknown_instruments:
+                    self.unknown_instruments.add(key)
+                    log.warning("%s: instrument %s is not in venues.yaml; its rows are not stored", table, key)
+                continue
+            out.append((iid, *row[1:]))
+        if unknown:
+            self._drop(table, self.tables[table], "unknown_instrument", unknown)
+        return out
+
+    def _drop(self, table: str, queue: TableQueue, reason: str, n: int) -> None:
+        queue.dropped += n
+        self.resolved[table] += n
+        self._on_drop(table, reason, n)
 
     async def run(self) -> None:
         """Flush forever; cancel to stop (``drain`` first to store the tail)."""
@@ -113,8 +156,7 @@ class StorePersister:
                     return stored
                 except BatchRejected as exc:
                     self._queued -= len(batch)
-                    queue.dropped += len(batch)
-                    self._on_drop(table, "rejected", len(batch))
+                    self._drop(table, queue, "rejected", len(batch))
                     self._failed(f"{table}: {exc}")
                     log.error("store refused a %s batch of %d rows: %s", table, len(batch), exc)
                     continue
@@ -123,6 +165,7 @@ class StorePersister:
                     self._failed(f"{table}: {type(exc).__name__}: {exc}")
                     return stored
                 self._queued -= len(batch)
+                self.resolved[table] += len(batch)
                 self.store_ok = True
                 self.writes += 1
                 queue.written += len(batch)

@@ -2,9 +2,13 @@
 
 For each batch a feed publishes, in order: update the consolidated view (per-venue tops,
 books, funding, marks; the best bid and ask across venues that are not stale), build bars,
-note which venues spoke, queue rows for the store, and queue the events plus what they
-derived (best-price changes, finished bars, venue status changes) for every subscriber
-that wants them. Nothing in ``publish`` waits for a subscriber or for PostgreSQL.
+note which venues spoke, queue rows for the store and the lake, and queue the events plus
+what they derived (best-price changes, finished bars, venue status changes) for every
+subscriber that wants them. Nothing in ``publish`` waits for a subscriber or for the store.
+
+Every ``HANDOVER_S`` the queued rows go to the store as one hand-over, kept until the store
+has them (``actors.mds.outbox``); ``publish`` answers a feed's batch with the last of its
+batches whose rows are stored, so the feed knows what it may forget.
 
 This class is plain asyncio so it can be driven directly in tests; ``actors.mds.actor``
 hosts it as the named Ray actor ``mds``.
@@ -16,17 +20,18 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from actors.latency import LatencyRecorder
 from actors.mds.bars import BarBuilder
 from actors.mds.consolidated import ConsolidatedView
 from actors.mds.fanout import Fanout, Subscription
 from actors.mds.metrics import NullMetrics
+from actors.mds.outbox import Durability, Outbox, StoreLink
 from actors.mds.rows import RowBuffer
 from actors.mds.staleness import StalenessTracker
 from cluster.config import BotmainConfig
 from cluster.domain import Bar, FundingRate, L2Book, Quote, Trade
+from actors.stream import Origin
 from cluster.events import KIND_OF, EventBatch, MarkPrice, Signal, VenueStatus
 
 log = logging.getLogger(__name__)
@@ -44,14 +49,6 @@ class SourceStats:
     rate: float = 0.0  # events/s over the last second
     _window_events: int = 0
     lag: LatencyRecorder = field(default_factory=lambda: LatencyRecorder(20_000))
-
-
-class StoreLink(Protocol):
-    """Where the MDS hands its rows: the ``mds-store`` actor, or a local StorePersister."""
-
-    async def add(self, rows_by_table: dict[str, list[tuple]]) -> dict: ...
-
-    async def drain(self, timeout_s: float) -> bool: ...
 
 
 class MarketDataServer:
@@ -74,7 +71,12 @@ class MarketDataServer:
         )
         self.rows = rows
         self.store = store
-        self.store_status: dict | None = None
+        self.durability = Durability()
+        self.outbox = (
+            Outbox(store, self.durability, md.persist.max_pending_rows, on_drop=self._store_drop)
+            if rows is not None and store is not None
+            else None
+        )
         self.sources: dict[str, SourceStats] = {}
         self.started_ns = time.time_ns()
         self.loop_lag = LatencyRecorder(10_000)
@@ -86,7 +88,7 @@ class MarketDataServer:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._tick()))
         self._tasks.append(loop.create_task(self._watch_loop()))
-        if self.rows is not None and self.store is not None:
+        if self.outbox is not None:
             self._tasks.append(loop.create_task(self._forward_rows()))
 
     async def stop(self) -> None:
@@ -101,15 +103,19 @@ class MarketDataServer:
 
     # --- the hot path -------------------------------------------------------------------
 
-    def publish(self, batch: EventBatch) -> int:
-        """Take a feed's batch; returns the number of events accepted."""
+    def publish(self, batch: EventBatch, origin: Origin | None = None) -> int:
+        """Take a feed's batch. With ``origin`` (a batch over a stream): returns the last of
+        that stream's batches whose rows are stored; without: the events accepted."""
         recv_ns = time.time_ns()
         events = batch.events
+        if origin is not None:
+            self.durability.handled_batch(origin.key, origin.seq, batch.source, batch.cursor)
         if not events:
-            return 0
+            return self._answer(origin, 0)
         derived: list = []
         kinds: dict[str, int] = {}
-        rows = self.rows
+        rows = self.rows if self.rows is not None and self.rows.enabled else None
+        replayed = batch.source == "replay"
         staleness = self.staleness
         event_clock = staleness.clock == "event"
         for e in events:
@@ -143,10 +149,17 @@ class MarketDataServer:
             elif t is MarkPrice:
                 self.view.on_mark(e)
             if rows is not None:
-                rows.accept(e)
+                rows.accept(e, replayed)
         self.fanout.add(events + derived if derived else events, batch.emitted_ns)
         self._account(batch, recv_ns, kinds)
-        return len(events)
+        return self._answer(origin, len(events))
+
+    def _answer(self, origin: Origin | None, accepted: int) -> int:
+        if origin is None:
+            return accepted
+        if self.outbox is None:  # nothing is stored: a handled batch is done with
+            self.durability.confirm(self.durability.cut())
+        return self.durability.durable_seq(origin.key)
 
     def publish_signal(self, signal: Signal) -> None:
         self.publish(EventBatch([signal], time.time_ns(), f"signal:{signal.strategy}"))
@@ -173,7 +186,7 @@ class MarketDataServer:
             return
         derived.append(bar)
         if self.rows is not None:
-            self.rows.accept(bar)
+            self.rows.accept(bar)  # built here from what was seen: recorded like any bar
 
     def _went_stale(self, changes: list[VenueStatus]) -> list:
         out: list = []
@@ -189,6 +202,9 @@ class MarketDataServer:
 
     def _subscriber_drop(self, name: str, n: int) -> None:
         self.metrics.dropped("subscriber", name, "slow_subscriber", n)
+
+    def _store_drop(self, table: str, reason: str, n: int) -> None:
+        self.metrics.dropped("store", table, reason, n)
 
     async def _tick(self) -> None:
         """Once per interval: staleness on the wall clock, bars of quiet markets, rates, gauges."""
@@ -213,50 +229,56 @@ class MarketDataServer:
             silent = self.staleness.silent_s()
             for venue, s in silent.items():
                 self.metrics.venue(venue, venue in self.staleness.stale, s)
-            if self.rows is not None:
-                self.metrics.store_pending(self.rows.pending + (self.store_status or {}).get("pending_rows", 0))
+            if self.outbox is not None:
+                self.metrics.store_pending(self.rows.pending + self.outbox.pending_rows)
             for sub in self.fanout.subscriptions.values():
                 self.metrics.subscriber_pending(sub.name, len(sub.pending))
 
     async def _forward_rows(self) -> None:
         """Hand the buffered rows to the store every ``HANDOVER_S``, one call at a time: while
-        the store is slow, rows wait here (bounded, drops counted). Small, frequent hand-overs
+        the store is slow, rows wait (bounded, drops counted). Small, frequent hand-overs
         keep each one's serialisation to a millisecond or two of the MDS's loop."""
         while True:
             await asyncio.sleep(HANDOVER_S)
             await self.forward_rows()
 
     async def forward_rows(self) -> None:
-        taken = self.rows.take()
-        if not taken:
-            return
-        try:
-            self.store_status = await self.store.add(taken)
-        except Exception as exc:  # the store actor is gone or restarting: keep the rows
-            self.rows.put_back(taken)
-            self.store_status = {**(self.store_status or {}), "store_ok": False, "last_error": f"store actor: {exc}"}
-            log.warning("could not hand rows to the store (%s); %d rows wait", exc, self.rows.pending)
+        await self.outbox.hand_over(self.rows.take(), self.durability.cut())
 
     async def flush_store(self, timeout_s: float = 30.0) -> bool:
-        """Hand everything over now and wait until it is written (tests, shutdown)."""
-        if self.rows is None or self.store is None:
+        """Hand everything over now and wait until it is stored (tests, shutdown)."""
+        if self.outbox is None:
             return True
+        deadline = time.monotonic() + timeout_s
         await self.forward_rows()
         done = await self.store.drain(timeout_s)
-        self.store_status = await self.store.add({})
-        return done and self.rows.pending == 0
+        while self.outbox.kept and time.monotonic() < deadline:
+            await self.outbox.sync()
+            if self.outbox.kept:
+                await asyncio.sleep(0.05)
+        return done and not self.outbox.kept and self.rows.pending == 0
 
     def store_report(self) -> dict | None:
-        if self.rows is None:
+        if self.outbox is None:
             return None
-        report = dict(self.store_status or {"store_ok": True, "pending_rows": 0, "writes": 0, "failed_writes": 0, "last_error": None, "tables": {}})
-        tables = {t: dict(v) for t, v in report.get("tables", {}).items()}
-        for table, n in self.rows.dropped.items():
-            entry = tables.setdefault(table, {"written": 0, "queued": 0, "dropped": 0})
-            entry["dropped"] += n
-            entry["queued"] += len(self.rows.rows.get(table, ()))
+        status = self.outbox.status or {}
+        report = {
+            "store_ok": status.get("store_ok", True) and self.outbox.last_error is None,
+            "pending_rows": status.get("pending_rows", 0) + self.rows.pending + self.outbox.pending_rows,
+            "writes": status.get("writes", 0),
+            "failed_writes": status.get("failed_writes", 0),
+            "last_error": self.outbox.last_error or status.get("last_error"),
+            "resent_handovers": self.outbox.resent,
+        }
+        tables = {t: dict(v) for t, v in status.get("tables", {}).items()}
+        for source in (self.rows.dropped, self.outbox.dropped):
+            for table, n in source.items():
+                if n:
+                    entry = tables.setdefault(table, {"written": 0, "queued": 0, "dropped": 0})
+                    entry["dropped"] += n
         report["tables"] = tables
-        report["pending_rows"] = report.get("pending_rows", 0) + self.rows.pending
+        if "lake" in status:
+            report["lake"] = status["lake"]
         return report
 
     async def _watch_loop(self) -> None:

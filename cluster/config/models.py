@@ -358,6 +358,11 @@ class FeedConfig(Strict):
     )
     batch_max: Annotated[int, Field(ge=1)] = 5000
     max_inflight: Annotated[int, Field(ge=1, le=64)] = Field(2, description="unacknowledged batches to the MDS")
+    max_unconfirmed_events: Annotated[int, Field(ge=0)] = Field(
+        1_000_000,
+        description="events kept until the MDS confirms they are stored, to re-send to a restarted MDS; "
+        "beyond this the oldest are let go (counted)",
+    )
     num_cpus: Annotated[float, Field(ge=0)] = 0.0
 
 
@@ -466,7 +471,11 @@ class FeedsConfig(Strict):
 
 
 PersistedTable = Literal[
-    "quotes", "book_snapshots", "market_trades", "funding_rates", "bars", "chain_events", "news_items", "strategy_signals"
+    "quotes", "book_snapshots", "market_trades", "funding_rates", "bars", "mark_prices", "swap_quotes", "pool_states",
+    "chain_events", "news_items", "strategy_signals",
+]
+RecordedTable = Literal[
+    "quotes", "book_snapshots", "market_trades", "funding_rates", "bars", "mark_prices", "swap_quotes", "pool_states"
 ]
 
 
@@ -484,6 +493,45 @@ class PersistConfig(Strict):
     retry_deadline_s: PositiveFloat = Field(10.0, description="one write's reconnect budget before it is re-queued")
 
 
+class RecordConfig(Strict):
+    """Recording what the MDS receives into the Parquet lake (the ingest's partitioning),
+    so that a live or paper session can be backtested afterwards like ingested history."""
+
+    enabled: bool = True
+    tables: list[RecordedTable] = list(RecordedTable.__args__)  # type: ignore[attr-defined]
+    lake_root: str | None = Field(None, description="where to record; null = the store's lake (store.yaml)")
+    replay: bool = Field(
+        False, description="also record the replay feed's events (they came from a lake: only into another lake_root)"
+    )
+    flush_interval_s: PositiveFloat = Field(5.0, description="recorded rows are appended to the lake this often...")
+    batch_rows: Annotated[int, Field(ge=1)] = Field(200_000, description="...or as soon as this many wait")
+    compact_segments: Annotated[int, Field(ge=1)] = Field(
+        16, description="a partition's appended segments are folded into its part-0 file once it has this many"
+    )
+
+
+class StreamConfig(Strict):
+    """The market-data links between actors (ZeroMQ with CURVE, actors/stream/)."""
+
+    max_frame_bytes: Annotated[int, Field(ge=1024)] = Field(
+        64 * 1024 * 1024, description="a bigger batch is refused (counted); 4x this drops the connection unread"
+    )
+    handshake_timeout_s: PositiveFloat = Field(5.0, description="a peer that has not finished the CURVE handshake by then is dropped")
+    heartbeat_s: PositiveFloat = 1.0
+    heartbeat_timeout_s: PositiveFloat = 10.0
+    connect_timeout_s: PositiveFloat = 10.0
+
+
+class SupervisionConfig(Strict):
+    """How Ray restarts the long-lived actors (MDS, its store writer, the feeds) when their
+    process dies: each comes back, rebuilds its state and resumes (docs/market_data.md)."""
+
+    max_restarts: Annotated[int, Field(ge=-1)] = Field(-1, description="restarts per actor; -1 = without limit")
+    max_task_retries: Annotated[int, Field(ge=-1)] = Field(
+        -1, description="retries of an idempotent call (status, subscribe...) across a restart; -1 = until it succeeds"
+    )
+
+
 class MdsConfig(Strict):
     clock: Literal["auto", "wall", "event"] = Field(
         "auto", description="staleness clock; auto = event time while replay is the only feed, else wall time"
@@ -497,8 +545,11 @@ class MdsConfig(Strict):
     bar_interval_s: Annotated[int, Field(ge=1)] = 60
     num_cpus: Annotated[float, Field(ge=0)] = 0.0
     persist: PersistConfig = PersistConfig()
+    record: RecordConfig = RecordConfig()
 
 
 class MarketDataConfig(Strict):
     mds: MdsConfig = MdsConfig()
     feeds: FeedsConfig = FeedsConfig()
+    stream: StreamConfig = StreamConfig()
+    supervision: SupervisionConfig = SupervisionConfig()
