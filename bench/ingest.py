@@ -18,7 +18,8 @@ Both raw variants use one transaction per table.
 
 Both write into freshly truncated tables of one embedded PostgreSQL 16 started for the
 run with Botmain's default settings; each measurement is repeated and the best kept.
-Also printed: file parsing and the whole ``ingest`` (parse + lake + store), for context.
+Also printed: our encoder alone on the same batches (no server: the CPU the figures
+above hide), file parsing and the whole ``ingest`` (parse + lake + store), for context.
 The last line is one JSON object with every figure.
 """
 
@@ -41,6 +42,7 @@ import asyncpg  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cluster.config import load_config  # noqa: E402
+from cluster.store import binary_copy  # noqa: E402
 from cluster.store.embedded import EmbeddedPostgres  # noqa: E402
 from cluster.store.migrations import migrate  # noqa: E402
 from cluster.store.reference import upsert_instruments, upsert_venues  # noqa: E402
@@ -135,6 +137,35 @@ async def ours(dsn, plan) -> dict[str, float]:
     return per_table
 
 
+async def column_types(dsn) -> dict[str, dict[str, str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT c.relname, a.attname, t.typname FROM pg_attribute a
+               JOIN pg_class c ON c.oid = a.attrelid JOIN pg_type t ON t.oid = a.atttypid
+               WHERE c.relname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped""",
+            list(TABLES),
+        )
+    finally:
+        await conn.close()
+    types: dict[str, dict[str, str]] = {t: {} for t in TABLES}
+    for r in rows:
+        types[r["relname"]][r["attname"]] = r["typname"]
+    return types
+
+
+def encode_only(plan, types) -> dict[str, float]:
+    """Our encoder alone, on the same batches: the CPU the server-bound figures hide."""
+    per_table: dict[str, float] = {t: 0.0 for t in TABLES}
+    for series, table, rows, tag, iid, name in plan:
+        batches = list(to_store.batches(series, rows, table, tag, iid, name, BATCH_ROWS))
+        start = time.perf_counter()
+        for batch in batches:
+            binary_copy.encode([(c, types[table][c], v) for c, v in batch.columns.items()])
+        per_table[table] += time.perf_counter() - start
+    return per_table
+
+
 async def raw(dsn, plan, prebuilt=None) -> dict[str, float]:
     """asyncpg's own COPY, table by table. With ``prebuilt`` (``as_records(plan)``) the
     tuples already exist; without it, building them is inside each table's clock."""
@@ -184,6 +215,11 @@ async def main() -> None:
                 best_built[t] = min(best_built[t], s)
             for t, s in (await ours(dsn, plan)).items():
                 best_ours[t] = min(best_ours[t], s)
+        types = await column_types(dsn)
+        best_encode = {t: float("inf") for t in TABLES}
+        for _ in range(REPEATS):
+            for t, s in encode_only(plan, types).items():
+                best_encode[t] = min(best_encode[t], s)
 
         # Whole ingest for context: parse + lake + store, into an empty database and lake.
         await truncate(dsn)
@@ -226,6 +262,12 @@ async def main() -> None:
     b_total = total / sum(best_built.values())
     r_total = total / sum(best_raw.values())
     line("all", total, o_total, b_total, r_total, "   (target ours/prebuilt >= 0.80)")
+    print()
+    print("our encoder alone (no server), rows/s:  " + "  ".join(f"{t} {counts[t] / best_encode[t]:,.0f}" for t in TABLES))
+    e_total = total / sum(best_encode.values())
+    print(f"                                        all {e_total:,.0f}")
+    figures |= {f"{t}_encode_rows_per_s": round(counts[t] / best_encode[t]) for t in TABLES}
+    figures["encode_rows_per_s"] = round(e_total)
     print()
     print(f"parse {len(FILES)} files      {parsed_rows:>9,} rows read   {parsed_rows / parse_s:>12,.0f} rows/s")
     print(f"whole ingest       {whole_rows:>9,} rows read   {whole_rows / whole_s:>12,.0f} rows/s (parse + lake + store)")
