@@ -31,7 +31,6 @@ import json
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import numpy as np  # noqa: E402
 
 from cluster.config import load_config  # noqa: E402
 from cluster.store import binary_copy  # noqa: E402
-from cluster.store.embedded import EmbeddedPostgres  # noqa: E402
+from cluster.store.embedded import EmbeddedPostgres, scratch_directory  # noqa: E402
 from cluster.store.migrations import migrate  # noqa: E402
 from cluster.store.reference import upsert_instruments, upsert_venues  # noqa: E402
 from cluster.store.writer import StoreWriter  # noqa: E402
@@ -190,7 +189,7 @@ async def raw(dsn, plan, prebuilt=None) -> dict[str, float]:
 async def main() -> None:
     config = load_config()
     parsed, parsed_rows, parse_s = parse(config)
-    work = Path(tempfile.mkdtemp(prefix="botmain-bench-"))
+    work = scratch_directory("botmain-bench-")
     server = EmbeddedPostgres(work / "pg", port=free_port(), database="bench")
     dsn = server.start()
     try:

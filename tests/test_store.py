@@ -256,9 +256,9 @@ def test_writer_gives_up_cleanly_when_the_store_never_comes_back():
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> EmbeddedPostgres:
+def own_server(server_dir: Path) -> EmbeddedPostgres:
     """A server of its own, so that restarting it disturbs no other test."""
-    server = EmbeddedPostgres(tmp_path / "pg", port=free_port(), database="restart", settings={"fsync": "off"})
+    server = EmbeddedPostgres(server_dir / "pg", port=free_port(), database="restart", settings={"fsync": "off"})
     server.start()
     yield server
     server.destroy()
