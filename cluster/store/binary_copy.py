@@ -68,6 +68,7 @@ _OIDS = {"float8": 701, "text": 25}
 _NUMERIC_POS, _NUMERIC_NEG, _NUMERIC_PINF, _NUMERIC_NINF = 0x0000, 0x4000, 0xD000, 0xF000
 _NUMERIC_MAX_DSCALE = 0x3FFF
 _NUMBER_TYPES = (int, float, np.integer, np.floating)  # bool is an int, as in asyncpg
+_NEVER_MISSING = frozenset({list, tuple, dict, str, bytes, int, np.ndarray})  # skips _missing's checks
 
 
 class CopyEncodeError(ValueError):
@@ -484,7 +485,7 @@ def _encode_payloads(values: Any, to_bytes: Callable[[Any], bytes]) -> _Encoded:
     null = np.zeros(len(values), dtype=bool)
     lengths = np.zeros(len(values), dtype=np.int64)
     for i, v in enumerate(values):
-        if _missing(v):
+        if v is None or (v.__class__ not in _NEVER_MISSING and _missing(v)):
             null[i] = True
             continue
         try:
@@ -606,6 +607,8 @@ def _bytea(v: Any) -> bytes:
 
 
 def _array_items(v: Any) -> Sequence:
+    if v.__class__ is list:
+        return v
     # A str is a sequence too: iterating it would store its characters.
     if not isinstance(v, (list, tuple, np.ndarray)):
         raise _Refused(f"expected a list, tuple or 1-D array, got {type(v).__name__}")
@@ -615,14 +618,17 @@ def _array_items(v: Any) -> Sequence:
 
 
 def _array_header(oid: int, n: int, has_null: bool) -> bytes:
+    """Dimensions, has-NULL flag, element type, then per dimension its length and lower bound."""
     if n == 0:
-        return np.array([0, 0, oid], dtype=">i4").tobytes()
-    return np.array([1, int(has_null), oid, n, 1], dtype=">i4").tobytes()
+        return struct.pack(">iii", 0, 0, oid)
+    return struct.pack(">iiiii", 1, int(has_null), oid, n, 1)
 
 
 def _float8_array(v: Any) -> bytes:
     items = _array_items(v)
-    arr = np.asarray(items) if len(items) else np.zeros(0)
+    if not len(items):
+        return _array_header(_OIDS["float8"], 0, False)
+    arr = np.asarray(items)
     if arr.ndim != 1:
         raise _Refused("only one-dimensional arrays are supported")
     if arr.dtype.kind in "fiub":
