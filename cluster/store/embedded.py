@@ -247,8 +247,8 @@ class EmbeddedPostgres:
         self._write_hba(HBA)
 
     def _trusts_anyone(self) -> bool:
-        """True if ``pg_hba.conf`` lets any connection in without a password (what an
-        earlier Botmain wrote: ``--auth=trust``)."""
+        """True if ``pg_hba.conf`` lets a connection in without a password: ``trust``
+        (what an earlier Botmain wrote, ``initdb --auth=trust``), or ``peer``/``ident``."""
         try:
             text = (self.data_dir / "pg_hba.conf").read_text()
         except FileNotFoundError:
@@ -256,7 +256,7 @@ class EmbeddedPostgres:
         for line in text.splitlines():
             fields = line.split("#", 1)[0].split()
             if fields and fields[0] in ("local", "host", "hostssl", "hostnossl", "hostgssenc", "hostnogssenc"):
-                if AUTH_METHOD not in fields and "reject" not in fields:
+                if {"trust", "peer", "ident"} & set(fields[3:]):
                     return True
         return False
 
