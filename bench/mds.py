@@ -39,7 +39,6 @@ import json
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,7 +56,7 @@ from cluster.config.models import LakeConfig  # noqa: E402
 from cluster.domain import Quote  # noqa: E402
 from cluster.events import EventBatch  # noqa: E402
 from cluster.lake import Lake  # noqa: E402
-from cluster.store.embedded import EmbeddedPostgres  # noqa: E402
+from cluster.store.embedded import EmbeddedPostgres, scratch_directory  # noqa: E402
 from cluster.store.migrations import migrate  # noqa: E402
 from jobs.ingest.formats import read_file  # noqa: E402
 from jobs.ingest.naming import InstrumentResolver  # noqa: E402
@@ -263,7 +262,7 @@ def run_pipeline(config, dsn: str | None, speed, rate: float | None = None) -> d
 
 
 def main() -> None:
-    base = Path(tempfile.mkdtemp(prefix="botmain-bench-mds-"))
+    base = scratch_directory("botmain-bench-mds-")
     pg = EmbeddedPostgres(base / "pg", port=free_port(), database="bench", settings={"fsync": "off"})
     try:
         config = load_config()

@@ -34,7 +34,6 @@ import secrets
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,7 +52,7 @@ from ray import serve  # noqa: E402
 from actors import names  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.config.models import ServeConfig  # noqa: E402
-from cluster.store.embedded import EmbeddedPostgres  # noqa: E402
+from cluster.store.embedded import EmbeddedPostgres, scratch_directory  # noqa: E402
 from cluster.store.migrations import migrate  # noqa: E402
 from jobs.train_selector.walk_forward import TrainSettings  # noqa: E402
 from serve.app import APP_NAME, build_app  # noqa: E402
@@ -212,7 +211,7 @@ def handle_path(bodies: list[dict], in_flight: int, seconds: float) -> dict:
 
 
 def main() -> None:
-    base = Path(tempfile.mkdtemp(prefix="botmain-bench-serve-"))
+    base = scratch_directory("botmain-bench-serve-")
     pg = EmbeddedPostgres(base / "pg", port=free_port(), database="bench", settings={"fsync": "off"})
     dsn = pg.start()
     try:

@@ -59,9 +59,14 @@ def up(address: str | None, node_ip_address: str | None) -> None:
     """Start the shared store and a Ray head with its dashboard (or join a cluster)."""
     from cluster import runtime
     from cluster.store.connection import prepare_store, resolve_dsn
+    from cluster.store.embedded import EmbeddedPostgresError
+    from cluster.store.password_file import PasswordFileError
 
     config = _config()
-    dsn = resolve_dsn(config)
+    try:
+        dsn = resolve_dsn(config)
+    except (EmbeddedPostgresError, PasswordFileError) as exc:
+        raise click.ClickException(f"store: {exc}") from None
     applied = asyncio.run(prepare_store(dsn))
     kind = "external (BOTMAIN_PG_DSN)" if config.pg_dsn else f"embedded, data in {config.path(config.store.postgres.embedded.data_dir)}"
     click.echo(f"store      {mask_dsn(dsn)}  [{kind}]" + (f"  applied {', '.join(applied)}" if applied else ""))
@@ -124,6 +129,7 @@ def collect_status(config: BotmainConfig) -> Status:
     from cluster.lake import Lake
     from cluster.store.connection import connect, resolve_dsn
     from cluster.store.migrations import applied, available
+    from cluster.store.password_file import PasswordFileError
 
     st = Status()
     ends = runtime.endpoints(config.cluster)
@@ -135,7 +141,11 @@ def collect_status(config: BotmainConfig) -> Status:
         st.cpus = sum(n.get("resources_total", {}).get("CPU", 0.0) for n in alive)
 
     st.store_kind = "external" if config.pg_dsn else "embedded"
-    dsn = resolve_dsn(config, start_embedded=False)
+    try:
+        dsn = resolve_dsn(config, start_embedded=False)
+    except PasswordFileError as exc:
+        dsn = None
+        st.errors.append(f"store: {exc}")
     st.store_dsn = mask_dsn(dsn) if dsn else None
 
     async def probe() -> None:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from cluster.config import BotmainConfig, load_config
-from cluster.store.embedded import EmbeddedPostgres
+from cluster.store.embedded import EmbeddedPostgres, scratch_directory
 from cluster.store.migrations import migrate
 
 # Ray reads its auth mode once per process: tests that drive the session cluster from
@@ -37,8 +37,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def pg_server() -> EmbeddedPostgres:
-    """One embedded PostgreSQL 16 for the session, in a throwaway directory."""
-    base = Path(tempfile.mkdtemp(prefix="botmain-pg-"))
+    """One embedded PostgreSQL 16 for the session, in a throwaway directory, with
+    password authentication like every embedded server (its password file beside the
+    data directory)."""
+    base = scratch_directory("botmain-pg-")
     server = EmbeddedPostgres(base / "pg", port=free_port(), database="botmain_test", settings={"fsync": "off"})
     server.start()
     yield server
@@ -46,8 +48,18 @@ def pg_server() -> EmbeddedPostgres:
     shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture
+def server_dir() -> Path:
+    """A directory for a test's own embedded server. Not pytest's ``tmp_path``: that sits
+    under the 0700 /tmp/pytest-of-root, which the server's user cannot enter when tests
+    run as root (and starting a server no longer opens directories up)."""
+    path = scratch_directory("botmain-pg-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _dsn_for(server: EmbeddedPostgres, database: str) -> str:
-    return f"postgresql://postgres@{server.host}:{server.port}/{database}"
+    return server.dsn_for(database)
 
 
 async def _create_database(server: EmbeddedPostgres, name: str, migrated: bool) -> str:
@@ -118,6 +130,7 @@ def session_config_dir(pg_server: EmbeddedPostgres, tmp_path_factory: pytest.Tem
             "postgres": {
                 "embedded": {
                     "data_dir": str(pg_server.data_dir),
+                    "password_file": str(pg_server.password_file),
                     "port": pg_server.port,
                     "database": pg_server.database,
                 }

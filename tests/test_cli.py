@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cluster import runtime
 from cluster.config import BotmainConfig
@@ -67,6 +69,43 @@ def test_up_is_idempotent_and_status_reports_ray_store_and_lake(ray_head: Botmai
     assert st["store_reachable"] and st["store_kind"] == "embedded"
     assert st["migrations_applied"] and not st["migrations_pending"]
     assert set(st["table_rows"]) >= {"bars", "funding_rates", "quotes", "book_snapshots"}
+
+
+def _modes(paths) -> dict[Path, int]:
+    return {p: p.stat().st_mode & 0o7777 for p in paths if not p.is_symlink()}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as another user only when we are root")
+def test_up_changes_no_mode_outside_var_and_never_prints_the_password(ray_head: BotmainConfig, session_config_dir: Path, tmp_path: Path):
+    """``botmain up`` with a fresh embedded store in a project directory others may pass
+    (0711) but not list: the modes of the data directory's parents and of the bundled
+    server binaries are the same afterwards (an earlier Botmain opened them all up), and
+    the output shows the DSN masked."""
+    from cluster.store.embedded import BUNDLED_INSTALL, EmbeddedPostgres, scratch_directory
+    from tests.conftest import free_port
+
+    project = scratch_directory("botmain-up-")
+    var = project / "var"
+    directory = tmp_path / "configs"
+    shutil.copytree(session_config_dir, directory)
+    store = yaml.safe_load((directory / "store.yaml").read_text())
+    store["postgres"]["embedded"].update(data_dir=str(var / "pg"), password_file=str(var / "pg.password"), port=free_port())
+    (directory / "store.yaml").write_text(yaml.safe_dump(store))
+    watched = [*var.parents, *BUNDLED_INSTALL.parents, *BUNDLED_INSTALL.rglob("*")]
+    before = _modes(watched)
+    server = EmbeddedPostgres(var / "pg", port=store["postgres"]["embedded"]["port"])
+    try:
+        up = botmain(directory, "up")
+        assert up.returncode == 0, up.stderr
+        assert _modes(watched) == before
+        password = (var / "pg.password").read_text().strip()
+        assert f"postgres:***@127.0.0.1:{server.port}" in up.stdout
+        assert password not in up.stdout + up.stderr
+        status = botmain(directory, "status", "--json")
+        assert json.loads(status.stdout)["store_reachable"] and password not in status.stdout + status.stderr
+    finally:
+        server.destroy()
+        shutil.rmtree(project, ignore_errors=True)
 
 
 def test_ingest_runs_as_a_ray_job_through_the_authenticated_job_api(ray_head: BotmainConfig, session_config_dir: Path):

@@ -241,6 +241,13 @@ def test_secret_looking_key_is_refused_with_env_var_hint(configs: Path, name, ch
     assert "abc" not in msg and "u:p@" not in msg  # the value itself is not echoed
 
 
+def test_a_key_naming_the_file_that_holds_a_secret_is_not_one(configs: Path):
+    edit(configs, "store", lambda s: s["postgres"]["embedded"].update(password_file="/srv/botmain/pg.password"))
+    config = load_config(configs)
+    assert config.store.postgres.embedded.password_file == "/srv/botmain/pg.password"
+    assert load_config(DEFAULT_CONFIG_DIR).store.postgres.embedded.password_file == "var/pg.password"
+
+
 # --- risk -------------------------------------------------------------------------------
 
 

@@ -119,15 +119,20 @@ def test_an_unknown_venue_override_is_refused_before_anything_runs(config):
         asyncio.run(ingest([SAMPLE / "drift"], config, venue="ftx", progress=False))
 
 
-def test_ingest_finishes_exactly_once_when_postgres_crashes_midway(tmp_path: Path, monkeypatch):
+def test_ingest_finishes_exactly_once_when_postgres_crashes_midway(tmp_path: Path, server_dir: Path, monkeypatch):
     """Embedded store (no BOTMAIN_PG_DSN), tiny batches, and a crash + restart of the
     server partway through: every row ends up stored exactly once."""
-    server = EmbeddedPostgres(tmp_path / "pg", port=free_port(), database="ingest_crash", settings={"fsync": "off"})
+    server = EmbeddedPostgres(server_dir / "pg", port=free_port(), database="ingest_crash", settings={"fsync": "off"})
     directory = write_config_dir(
         tmp_path / "configs",
         store={
             "postgres": {
-                "embedded": {"data_dir": str(server.data_dir), "port": server.port, "database": server.database},
+                "embedded": {
+                    "data_dir": str(server.data_dir),
+                    "password_file": str(server.password_file),
+                    "port": server.port,
+                    "database": server.database,
+                },
                 "copy_batch_rows": 1_000,
                 "reconnect": {"deadline_s": 60, "initial_backoff_s": 0.05, "max_backoff_s": 0.5},
             },

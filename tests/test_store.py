@@ -1,6 +1,6 @@
-"""The shared store against a real PostgreSQL: migrations, the binary COPY encoder, the
-exactly-once writer (including a server restart in the middle of writing) and the
-reference-data upserts."""
+"""The shared store against a real PostgreSQL: migrations, the exactly-once writer
+(including a server restart in the middle of writing) and the reference-data upserts.
+The binary COPY encoder has its own tests in test_binary_copy.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pytest
 
 from cluster.config.models import ReconnectConfig
 from cluster.domain import Instrument, MarketKind, Venue, VenueKind
-from cluster.store import binary_copy
 from cluster.store.embedded import EmbeddedPostgres
 from cluster.store.migrations import Migration, MigrationError, available, migrate, pending
 from cluster.store.reference import PairSummary, upsert_instruments, upsert_trading_pairs, upsert_venues
@@ -177,87 +176,6 @@ def test_migration_files_are_numbered_and_named():
     assert isinstance(available()[0], Migration)
 
 
-# --- binary COPY encoder ----------------------------------------------------------------
-
-
-def test_binary_copy_round_trips_every_supported_type(dsn):
-    async def go():
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(
-                """CREATE TABLE enc (i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, b bool,
-                   tz timestamptz, t text, j jsonb, fa float8[], ta text[])"""
-            )
-            columns = [
-                ("i2", "int2", np.array([1, -2, 3], np.int16)),
-                ("i4", "int4", [2**31 - 1, None, 0]),
-                ("i8", "int8", np.array([2**62, -1, 7])),
-                ("f4", "float4", np.array([1.5, 2.25, -0.5], np.float32)),
-                ("f8", "float8", np.array([np.pi, np.nan, -1e300])),
-                ("b", "bool", np.array([True, False, True])),
-                ("tz", "timestamptz", np.array([T0, T0 + 1_000, 0], np.int64)),
-                ("t", "text", ["plain", "ünïcødé ✓", None]),
-                ("j", "jsonb", [{"a": 1}, "[1, 2]", None]),
-                ("fa", "_float8", [[1.0, 2.5], [], None]),
-                ("ta", "_text", [["x", "y"], [], ["z"]]),
-            ]
-            payload = binary_copy.encode(columns)
-            import io
-
-            await conn.copy_to_table("enc", source=io.BytesIO(payload), columns=[c[0] for c in columns], format="binary")
-            return await conn.fetch("SELECT *, extract(epoch from tz) AS epoch FROM enc ORDER BY i2")
-        finally:
-            await conn.close()
-
-    rows = run(go())
-    by_i2 = {r["i2"]: r for r in rows}
-    one, minus_two, three = by_i2[1], by_i2[-2], by_i2[3]
-    assert (one["i4"], minus_two["i4"], three["i4"]) == (2**31 - 1, None, 0)
-    assert one["i8"] == 2**62 and one["f4"] == 1.5 and one["f8"] == pytest.approx(np.pi)
-    assert minus_two["f8"] is None  # NaN is stored as NULL
-    assert three["f8"] == -1e300 and minus_two["b"] is False
-    assert float(one["epoch"]) == pytest.approx(T0 / 1e9)
-    assert int(round(float(minus_two["epoch"]) * 1e6)) == (T0 + 1_000) // 1_000
-    assert float(three["epoch"]) == 0.0
-    assert one["t"] == "plain" and minus_two["t"] == "ünïcødé ✓" and three["t"] is None
-    assert one["j"] == '{"a": 1}' and minus_two["j"] == "[1, 2]" and three["j"] is None
-    assert one["fa"] == [1.0, 2.5] and minus_two["fa"] == [] and three["fa"] is None
-    assert one["ta"] == ["x", "y"] and minus_two["ta"] == [] and three["ta"] == ["z"]
-
-
-def test_binary_copy_fast_and_general_paths_store_the_same_values(dsn):
-    iid = run(_instrument_id(dsn))
-    cols = bars(iid, 50)
-    fast = binary_copy.encode([(k, t, v) for (k, v), t in zip(cols.items(), _BAR_TYPES)])
-    with_null = dict(cols)
-    with_null["volume"] = np.where(np.arange(50) == 7, np.nan, cols["volume"])
-    general = binary_copy.encode([(k, t, v) for (k, v), t in zip(with_null.items(), _BAR_TYPES)])
-    assert fast != general
-    assert len(general) == len(fast) - 8  # one float8 (8 bytes) became a NULL (length only)
-
-
-_BAR_TYPES = ["int4", "int4", "timestamptz", "float8", "float8", "float8", "float8", "float8"]
-
-
-def test_arrow_strings_encode_exactly_like_python_strings():
-    import pyarrow as pa
-
-    values = ["5266583935", None, "ünïcødé", "", "x" * 300]
-    chunked = pa.chunked_array([pa.array(["skip"] + values[:2]).slice(1), pa.array(values[2:])])
-    from_arrow = binary_copy.encode([("n", "int4", np.arange(5)), ("t", "text", chunked)])
-    from_python = binary_copy.encode([("n", "int4", np.arange(5)), ("t", "text", values)])
-    assert from_arrow == from_python
-
-
-def test_binary_copy_rejects_bad_columns():
-    with pytest.raises(binary_copy.CopyEncodeError, match="column 'b'.*2 values, expected 3"):
-        binary_copy.encode([("a", "int4", [1, 2, 3]), ("b", "int4", [1, 2])])
-    with pytest.raises(binary_copy.CopyEncodeError, match="numeric.*not supported"):
-        binary_copy.encode([("a", "numeric", [1])])
-    with pytest.raises(binary_copy.CopyEncodeError, match="fractional value"):
-        binary_copy.encode([("a", "int4", np.array([1.5]))])
-
-
 # --- the writer -------------------------------------------------------------------------
 
 
@@ -338,9 +256,9 @@ def test_writer_gives_up_cleanly_when_the_store_never_comes_back():
 
 
 @pytest.fixture
-def own_server(tmp_path: Path) -> EmbeddedPostgres:
+def own_server(server_dir: Path) -> EmbeddedPostgres:
     """A server of its own, so that restarting it disturbs no other test."""
-    server = EmbeddedPostgres(tmp_path / "pg", port=free_port(), database="restart", settings={"fsync": "off"})
+    server = EmbeddedPostgres(server_dir / "pg", port=free_port(), database="restart", settings={"fsync": "off"})
     server.start()
     yield server
     server.destroy()

@@ -82,7 +82,9 @@ def load_file(path: Path, model: type[M]) -> M:
 def _refuse_secrets(node: Any, shown: str, loc: tuple) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
-            if isinstance(key, str) and SECRET_KEY_PATTERN.search(key):
+            # A key ending in _file (postgres.embedded.password_file) names where a secret
+            # is kept, not the secret.
+            if isinstance(key, str) and SECRET_KEY_PATTERN.search(key) and not key.endswith("_file"):
                 raise ConfigError(
                     f"{shown}: {_path(loc + (key,))}: looks like a secret; secrets never go in YAML. "
                     "Set a BOTMAIN_* environment variable (or BOTMAIN_*_FILE pointing outside the repo)."

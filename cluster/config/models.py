@@ -52,6 +52,9 @@ class ClusterConfig(Strict):
 
 class EmbeddedPostgresConfig(Strict):
     data_dir: str = "var/pg"
+    # Generated once (mode 0600) where it is missing; every process reads the password
+    # from here. Relative paths, like data_dir's, are under the project root.
+    password_file: str = "var/pg.password"
     host: str = "127.0.0.1"
     port: Port = 54329
     database: str = "botmain"

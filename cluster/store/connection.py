@@ -17,12 +17,25 @@ from cluster.store.migrations import migrate
 
 def embedded_server(config: BotmainConfig) -> EmbeddedPostgres:
     emb = config.store.postgres.embedded
-    return EmbeddedPostgres(config.path(emb.data_dir), host=emb.host, port=emb.port, database=emb.database)
+    return EmbeddedPostgres(
+        config.path(emb.data_dir),
+        host=emb.host,
+        port=emb.port,
+        database=emb.database,
+        password_file=config.path(emb.password_file),
+    )
 
 
 def resolve_dsn(config: BotmainConfig, *, start_embedded: bool = True) -> str | None:
-    """The DSN to use. Starts the embedded server if it is the one and asked to;
-    returns None when it is the one, is not running and ``start_embedded`` is False."""
+    """The DSN to use, password included: call it in the process that connects (CLI,
+    job, actor, replica) rather than passing a DSN along, since Ray keeps an actor's or
+    a deployment's arguments in its GCS and shows them in the dashboard. Mask it before
+    printing (``mask_dsn``).
+
+    ``BOTMAIN_PG_DSN`` (or ``BOTMAIN_PG_DSN_FILE``) set: that DSN. Unset: the embedded
+    server's, its password read from ``postgres.embedded.password_file``; the server is
+    started if ``start_embedded``, and None is returned when it is not running and
+    ``start_embedded`` is False."""
     dsn = config.pg_dsn
     if dsn is not None:
         return dsn.get_secret_value()

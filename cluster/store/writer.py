@@ -177,9 +177,11 @@ class StoreWriter:
         if unknown:
             raise BatchRejected(f"{batch.table}: no such column(s): {', '.join(unknown)}")
         try:
-            return binary_copy.encode([(name, types[name], values) for name, values in batch.columns.items()])
+            return binary_copy.encode(
+                [(name, types[name], values) for name, values in batch.columns.items()], table=batch.table
+            )
         except binary_copy.CopyEncodeError as exc:
-            raise BatchRejected(f"{batch.table}: {exc}") from None
+            raise BatchRejected(f"{exc} (batch {batch.batch_id}: nothing was sent)") from None
 
     async def _types(self, conn: asyncpg.Connection, table: str) -> dict[str, str]:
         if table not in self._column_types:
