@@ -1,7 +1,7 @@
 """HTTPS at Serve's own proxy: ``serve.yaml``'s ``tls`` names a certificate and its key, and
 ``botmain serve`` starts Serve's proxies with them (Ray 2.60's ``HTTPOptions.ssl_certfile`` /
 ``ssl_keyfile``, handed to uvicorn). The certificate is self-signed, made here with the
-``cryptography`` package, for 127.0.0.1.
+``cryptography`` package (in the locked stack already: ccxt requires it), for 127.0.0.1.
 
 Serve's HTTP options are fixed while Serve runs, so this module has the session cluster's
 Serve to itself: it starts it through the CLI and shuts it down at the end."""
