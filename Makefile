@@ -29,8 +29,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # The demo's JWT key and API client are random, made once under var/demo (git-ignored),
-# and reach every Ray process through the environment `botmain up` starts them with.
-# Set BOTMAIN_JWT_SECRET / BOTMAIN_API_CLIENTS yourself to use your own.
+# and reach every Ray process through the environment `botmain up` starts them with (the
+# service's replicas read them there, and re-read the files every serve.auth_reload_s).
+# The demo client may only decide (scope `decide`); to add an admin client, which may also
+# activate models, append `,admin:<a long random secret>:decide+admin` to var/demo/api_clients.
+# Set BOTMAIN_JWT_SECRET / BOTMAIN_API_CLIENTS (or their _FILE variants) yourself to use your own.
 DEMO_SECRETS := $(CURDIR)/var/demo
 demo: export BOTMAIN_JWT_SECRET_FILE ?= $(DEMO_SECRETS)/jwt_secret
 demo: export BOTMAIN_API_CLIENTS_FILE ?= $(DEMO_SECRETS)/api_clients
@@ -41,7 +44,7 @@ $(DEMO_SECRETS)/jwt_secret: | $(STAMP)
 
 $(DEMO_SECRETS)/api_clients: | $(STAMP)
 	@mkdir -p $(DEMO_SECRETS) && chmod 700 $(DEMO_SECRETS)
-	@umask 077 && $(BIN)/python -c "import secrets; print('demo:' + secrets.token_urlsafe(24))" > $@
+	@umask 077 && $(BIN)/python -c "import secrets; print('demo:' + secrets.token_urlsafe(24) + ':decide')" > $@
 
 demo: $(STAMP) $(DEMO_SECRETS)/jwt_secret $(DEMO_SECRETS)/api_clients
 	$(BIN)/botmain up

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -52,6 +53,7 @@ from ray import serve  # noqa: E402
 from actors import names  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.config.models import ServeConfig  # noqa: E402
+from cluster.runtime import PROXY_ENVIRONMENT  # noqa: E402
 from cluster.store.embedded import EmbeddedPostgres, scratch_directory  # noqa: E402
 from cluster.store.migrations import migrate  # noqa: E402
 from jobs.train_selector.walk_forward import TrainSettings  # noqa: E402
@@ -239,13 +241,17 @@ def run(dsn: str) -> None:
 
     asyncio.run(prepare())
     client_secret = secrets.token_urlsafe(24)
-    environ = {"BOTMAIN_JWT_SECRET": secrets.token_urlsafe(48), "BOTMAIN_API_CLIENTS": f"bench:{client_secret}"}
+    # the replicas read their secrets and the registry's DSN from the environment of Ray's
+    # processes, which this driver starts: so they go in this process's environment first,
+    # with what `botmain up` adds (Serve's proxy believing no X-Forwarded-For)
+    os.environ.update({"BOTMAIN_JWT_SECRET": secrets.token_urlsafe(48), "BOTMAIN_API_CLIENTS": f"bench:{client_secret}",
+                       "BOTMAIN_PG_DSN": dsn, **PROXY_ENVIRONMENT})
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=names.NAMESPACE, log_to_driver=False,
              logging_level="ERROR")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    selector_app = build_app(config, dsn, environ=environ)
+    selector_app = build_app(config)
     noop_app = NoopReference.options(max_ongoing_requests=max(100, 2 * config.serve.batch.max_batch_size)).bind()
     serve.run_many([serve.RunTarget(selector_app, name=APP_NAME, route_prefix="/"),
                     serve.RunTarget(noop_app, name=NOOP_APP, route_prefix="/noop")])

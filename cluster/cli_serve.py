@@ -20,7 +20,17 @@ def service_url(config: BotmainConfig) -> str:
         host = "127.0.0.1"  # listening everywhere: this machine reaches it on loopback
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.serve.port}"
+    scheme = "https" if config.serve.tls is not None else "http"
+    return f"{scheme}://{host}:{config.serve.port}"
+
+
+def _tls_context(config: BotmainConfig):
+    from serve.proxy import ProxyConfigError, client_context
+
+    try:
+        return client_context(config)
+    except ProxyConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command("serve")
@@ -33,7 +43,8 @@ def serve_command(stop: bool) -> None:
     from cluster.cli_market_data import connect_ray
     from cluster.store.connection import prepare_store, resolve_dsn
     from serve.app import APP_NAME, build_app
-    from serve.auth import AuthConfigError
+    from serve.credentials import AuthConfigError
+    from serve.proxy import ProxyConfigError, http_options, running_differs
     from serve.rate_limit import stop_limiter
 
     config = _config()
@@ -43,35 +54,51 @@ def serve_command(stop: bool) -> None:
 
         serve.delete(APP_NAME)
         stop_limiter(APP_NAME)
+        if not serve.status().applications:  # nothing else on Serve: its proxies go too, so the next
+            serve.shutdown()                 # `botmain serve` starts them with serve.yaml's HTTP options
         click.echo(f"stopped    {APP_NAME}")
         return
     dsn = resolve_dsn(config, start_embedded=False)
     if dsn is None:
         raise click.ClickException("the embedded PostgreSQL is not running (botmain up): the model registry lives there")
     try:
-        app = build_app(config, dsn)
-    except AuthConfigError as exc:
+        app = build_app(config)  # checks the credentials here; the replicas read their own
+        options = http_options(config)
+    except (AuthConfigError, ProxyConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     asyncio.run(prepare_store(dsn))  # the registry's tables (migrations) before a replica reads them
     connect_ray(config)
     from ray import serve
+    from ray.serve.context import _get_global_client
 
     cfg = config.serve
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(app, name=APP_NAME, route_prefix="/")
+    serve.start(http_options=options)
+    differs = running_differs(_get_global_client().http_config, options)
+    if differs:
+        raise click.ClickException(
+            f"Serve already runs on this cluster with other HTTP options ({', '.join(differs)}), which cannot change "
+            "while it runs: `botmain serve --stop`, then `botmain serve`"
+        )
+    try:
+        serve.run(app, name=APP_NAME, route_prefix="/")
+    except RuntimeError as exc:
+        raise click.ClickException(f"{exc} (the replica's reason is in the Ray dashboard's Serve view and in "
+                                   "its log under the session's logs/serve/)") from None
     url = service_url(config)
-    health = _request(f"{url}/v1/healthz")
+    health = _request(f"{url}/v1/healthz", context=_tls_context(config))
     click.echo(f"serving    {APP_NAME}: {cfg.replicas} replica(s), {health['decided_by']}"
                + (f" (model {health['model_version']})" if health["model_version"] else " (no model trained yet)"))
     click.echo(f"url        {url}/v1/decide")
     click.echo(f"docs       {url}/docs")
-    click.echo(f"limit      {cfg.rate_limit.requests_per_s:g} requests/s per client IP (burst {cfg.rate_limit.burst})")
+    click.echo(f"limit      {cfg.rate_limit.requests_per_s:g} requests/s per client IP (burst {cfg.rate_limit.burst})"
+               + (f", X-Forwarded-For believed from {', '.join(cfg.trusted_proxies)}" if cfg.trusted_proxies else ""))
 
 
-def _request(url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30) -> dict:
+def _request(url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30,
+             context=None) -> dict:
     request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         body = exc.read().decode(errors="replace")
@@ -94,22 +121,22 @@ def _reason(body: str) -> str:
     return body[:300]
 
 
-def access_token(url: str) -> str:
+def access_token(url: str, context=None) -> str:
     """A token for the first client of BOTMAIN_API_CLIENTS (HTTP Basic, RFC 6749 2.3.1)."""
-    from serve.auth import API_CLIENTS, AuthConfigError, parse_clients
     from cluster.config import read_secret
+    from serve.credentials import API_CLIENTS, AuthConfigError, parse_clients
 
     raw = read_secret(API_CLIENTS)
     if raw is None:
         raise click.ClickException(f"BOTMAIN_{API_CLIENTS} is not set: decide needs a client id and secret for /v1/token")
     try:
-        client_id, secret = next(iter(parse_clients(raw.get_secret_value()).items()))
+        client_id, client = next(iter(parse_clients(raw.get_secret_value()).items()))
     except AuthConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(secret.get_secret_value())}"
+    pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(client.secret.get_secret_value())}"
     headers = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode(),
                "Content-Type": "application/x-www-form-urlencoded"}
-    return _request(f"{url}/v1/token", b"grant_type=client_credentials", headers)["access_token"]
+    return _request(f"{url}/v1/token", b"grant_type=client_credentials", headers, context=context)["access_token"]
 
 
 def render_decision(d: dict) -> list[str]:
@@ -139,13 +166,14 @@ def decide(instrument: str, side: str, size: float, horizon_h: float, venues: tu
     """Ask the running venue selector where to trade, e.g. `botmain decide SOL-PERP buy 10`."""
     from cluster.cli import _config
 
-    url = service_url(_config())
-    token = access_token(url)
+    config = _config()
+    url, context = service_url(config), _tls_context(config)
+    token = access_token(url, context)
     body = {"instrument": instrument, "side": side, "size": size, "horizon_h": horizon_h}
     if venues:
         body["venues"] = list(venues)
     answer = _request(f"{url}/v1/decide", json.dumps(body).encode(),
-                      {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                      {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, context=context)
     if as_json:
         click.echo(json.dumps(answer))
         return

@@ -7,7 +7,12 @@ process and client we start runs with ``RAY_AUTH_MODE=token``. Nodes that join n
 same token file.
 
 Ray's processes are started with this virtualenv's ``bin`` first on ``PATH``, so that a
-job's ``python`` entrypoint runs with Botmain's dependencies.
+job's ``python`` entrypoint runs with Botmain's dependencies, and with
+``FORWARDED_ALLOW_IPS=""`` (``PROXY_ENVIRONMENT``): Ray Serve's HTTP proxy is uvicorn, which
+otherwise believes ``X-Forwarded-For`` from 127.0.0.1 and rewrites the client address from
+it, so that a client on this host could pose as any address. With it empty the proxy
+believes no one, and the venue selector decides itself which proxies to believe
+(``serve.trusted_proxies``, serve/client_address.py).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 from cluster.config.models import ClusterConfig
 
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
+# uvicorn (Serve's proxy) reads it when it is not told whom to trust: empty trusts nobody
+PROXY_ENVIRONMENT = {"FORWARDED_ALLOW_IPS": ""}
 
 
 class RayRuntimeError(RuntimeError):
@@ -59,7 +66,7 @@ def auth_token() -> str:
 
 
 def ray_process_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, **(extra or {})}
+    env = {**os.environ, **(extra or {}), **PROXY_ENVIRONMENT}
     env[AUTH_MODE_VAR] = "token"
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")

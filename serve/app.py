@@ -8,8 +8,10 @@
     GET  /v1/healthz                   liveness, the model this replica serves (open)
     GET  /docs                         OpenAPI (Swagger UI)
 
-Every request but the health check passes the shared per-IP rate limit first
-(serve.rate_limit). Concurrent ``/v1/decide`` requests in a replica meet in ``@serve.batch``
+Every request passes, in this order, ASGI middlewares that answer before any route runs:
+the shared per-client rate limit (serve.rate_limit; not for the health check), the bearer
+token and its scope (serve.auth, serve.scopes; not for the token endpoint, the health check
+and the docs), and the body's size (serve.body_limit). Concurrent ``/v1/decide`` requests in a replica meet in ``@serve.batch``
 and share one ``Selector.decide_many`` call (one model call for all their candidates). A
 batch in which a request has no features of its own runs on a worker thread, so that
 reading the lake or the MDS (the state provider) does not stall the event loop.
@@ -21,6 +23,13 @@ registry's active version every ``serve.model_poll_s`` and swaps when it changed
 
 The execution server calls the same deployment through a handle (``decide``,
 ``decide_many``): inside the cluster, without HTTP, token or rate limit.
+
+Secrets. A replica reads the JWT keys, the API clients (serve.credentials) and the
+PostgreSQL DSN (``resolve_dsn``) from its own process environment, the one ``botmain up``
+started Ray with, and re-reads the keys and clients every ``serve.auth_reload_s`` (their
+``_FILE`` variants can change: key rotation, a new client). Its constructor gets only the
+configuration and the application's name: Serve keeps constructor arguments in its
+controller's state in the GCS and shows them in the dashboard.
 """
 
 from __future__ import annotations
@@ -43,10 +52,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from cluster.config import BotmainConfig
+from cluster.store.connection import resolve_dsn
 from serve import registry
 from serve.asgi import ReplicaHeader
-from serve.auth import AuthError, Authenticator, AuthSecrets, BearerAuthMiddleware
-from serve.rate_limit import Admission, RateLimitMiddleware, connect_limiter
+from serve.auth import AuthError, Authenticator, BearerAuthMiddleware
+from serve.body_limit import BodyLimitMiddleware
+from serve.client_address import ClientAddress
+from serve.credentials import AuthConfigError, Credentials
+from serve.proxy import check_environment
+from serve.rate_limit import RateLimitMiddleware, connect_limiter
 from serve.selector.candidates import SelectorError
 from serve.selector.model import Decision, DecisionRequest, Selector, SelectorModel
 
@@ -100,6 +114,9 @@ class HealthResponse(BaseModel):
     predictor: str | None  # how the model predicts: "compiled forest" or "xgboost (<why not compiled>)"
     batches: int  # @serve.batch calls of this replica since it started (one model call each)
     batched_requests: int  # the single decide requests they answered
+    rate_limiter: str  # "shared", or why this replica limits on its own for now
+    jwt_kids: list[str]  # the key ids this replica accepts, the signing one first (for rotations)
+    auth_error: str | None  # why the last re-read of the keys and clients was refused (the previous ones stay)
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -161,7 +178,8 @@ class SelectorMetrics:
             boundaries=LATENCY_BOUNDARIES_MS, tag_keys=("path",),
         )
         self._rejections = metrics.Counter(
-            "botmain_selector_rejections_total", "requests refused, by reason (unauthorized 401, rate_limited 429, invalid 422)",
+            "botmain_selector_rejections_total",
+            "requests refused, by reason (unauthorized 401, forbidden 403, too_large 413, rate_limited 429, invalid 422)",
             tag_keys=("reason",),
         )
 
@@ -185,19 +203,26 @@ class SelectorMetrics:
 @serve.ingress()
 class VenueSelector:
     """One replica: the selector with its current model, the registry pool, the auth and the
-    rate limiter's client side. Built by ``build_app``."""
+    rate limiter's client side. Built by ``build_app``; its secrets come from its own
+    environment (module docstring), never from these arguments."""
 
-    async def __init__(self, config: BotmainConfig, dsn: str, secrets: AuthSecrets, app_name: str) -> None:
+    async def __init__(self, config: BotmainConfig, app_name: str) -> None:
         self.config = config
         self._loop = asyncio.get_running_loop()  # Serve runs all of a replica's code on this loop
         cfg = config.serve
-        self.auth = Authenticator(cfg.jwt, secrets)
+        check_environment()
+        try:
+            self.auth = Authenticator(cfg.jwt, Credentials.from_environment(cfg.jwt.algorithm))
+        except AuthConfigError as exc:
+            raise RuntimeError(f"the venue selector cannot start: {exc}") from None
+        self.auth_error: str | None = None
+        self.client_address = ClientAddress(cfg.trusted_proxies)
         self.metrics = SelectorMetrics()
         self.replica = serve.get_replica_context().replica_id.unique_id
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selector")
         self._batched.set_max_batch_size(cfg.batch.max_batch_size)
         self._batched.set_batch_wait_timeout_s(cfg.batch.wait_timeout_s)
-        self.admission = Admission(await connect_limiter(app_name, cfg.rate_limit.requests_per_s, cfg.rate_limit.burst, cfg.replicas))
+        self.admission = await connect_limiter(app_name, cfg.rate_limit.requests_per_s, cfg.rate_limit.burst, cfg.replicas)
         self.selector = Selector(config)
         self.registry_error: str | None = None
         self.model_error: str | None = None
@@ -205,19 +230,24 @@ class VenueSelector:
         self._model_lock = asyncio.Lock()
         self._states = None
         self.batches = self.batched_requests = 0
+        dsn = await self._on_worker(lambda: resolve_dsn(config, start_embedded=False))
+        if dsn is None:
+            raise RuntimeError("the venue selector cannot read the model registry: BOTMAIN_PG_DSN is not set in Ray's "
+                               "environment and the embedded PostgreSQL of store.yaml is not running on this node")
         try:
             self._pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2, command_timeout=30)
             await self._sync_with_registry()
         except (OSError, asyncpg.PostgresError) as exc:
             raise RuntimeError(f"the venue selector cannot read the model registry: {type(exc).__name__}: {exc}") from None
         self._poll_task = self._loop.create_task(self._poll_registry())
-        log.info("venue selector replica %s up, %s", self.replica, self._serving_text())
+        self._auth_task = self._loop.create_task(self._watch_credentials())
+        log.info("venue selector replica %s up, %s, JWT keys %s", self.replica, self._serving_text(), self.auth.credentials.keys.kids)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_api(self)
 
     async def __del__(self) -> None:
-        for task in (getattr(self, "_poll_task", None), getattr(self, "_states_task", None)):
+        for task in (getattr(self, "_poll_task", None), getattr(self, "_states_task", None), getattr(self, "_auth_task", None)):
             if task is not None:
                 task.cancel()
         if getattr(self, "_pool", None) is not None:
@@ -225,8 +255,31 @@ class VenueSelector:
         self._executor.shutdown(wait=False)
 
     async def check_health(self) -> None:
-        if self._poll_task.done() and not self._poll_task.cancelled():
-            raise RuntimeError(f"the registry poll stopped: {self._poll_task.exception()!r}")
+        for what, task in (("the registry poll", self._poll_task), ("the credentials' re-read", self._auth_task)):
+            if task.done() and not task.cancelled():
+                raise RuntimeError(f"{what} stopped: {task.exception()!r}")
+
+    # --- credentials -------------------------------------------------------------------
+
+    async def _watch_credentials(self) -> None:
+        """Re-read the keys and clients; a changed set replaces the authenticator (tokens
+        of a key no longer listed are refused from then on), a malformed one is refused and
+        the previous set stays (``auth_error`` in the health check says why)."""
+        cfg = self.config.serve
+        while True:
+            await asyncio.sleep(cfg.auth_reload_s)
+            try:
+                credentials = Credentials.from_environment(cfg.jwt.algorithm)
+            except AuthConfigError as exc:
+                if self.auth_error != str(exc):
+                    log.error("replica %s keeps its credentials: the new ones are refused: %s", self.replica, exc)
+                self.auth_error = str(exc)
+                continue
+            self.auth_error = None
+            if credentials != self.auth.credentials:
+                self.auth = Authenticator(cfg.jwt, credentials)
+                log.info("replica %s: credentials changed: JWT keys %s, clients %s", self.replica,
+                         credentials.keys.kids, sorted(credentials.clients))
 
     # --- deciding --------------------------------------------------------------------
 
@@ -406,6 +459,7 @@ class VenueSelector:
             status="ok", replica=self.replica, decided_by="model" if self.model_version else "rule",
             model_version=self.model_version, registry_error=self.registry_error, model_error=self.model_error,
             predictor=model.predictor if model is not None else None, batches=self.batches, batched_requests=self.batched_requests,
+            rate_limiter=self.admission.state, jwt_kids=self.auth.credentials.keys.kids, auth_error=self.auth_error,
         )
 
 
@@ -415,8 +469,10 @@ API_DESCRIPTION = """Which venue and market kind (perp or spot) costs least all-
 
 Get a token with client credentials (`POST /v1/token`, form-encoded
 `grant_type=client_credentials`, HTTP Basic or `client_id`/`client_secret` fields), then send
-it as `Authorization: Bearer <token>`. Rate limit: per client IP, shared by all replicas
-(429 with `Retry-After`)."""
+it as `Authorization: Bearer <token>`. A token carries its client's scopes: `decide` for
+the decisions and the model list, `admin` to activate a model (403 naming the scope
+otherwise). Rate limit: per client IP, shared by all replicas (429 with `Retry-After`).
+Bodies over the endpoint's limit: 413."""
 
 
 BEARER = {"security": [{"HTTPBearer": []}]}  # an operation's OpenAPI: needs a bearer token
@@ -446,15 +502,16 @@ def _json(model: BaseModel, status: int = 200) -> Response:
 def build_api(service: VenueSelector) -> FastAPI:
     """The replica's FastAPI app; routes call into ``service``."""
     api = FastAPI(title="Botmain venue selector", version="1", description=API_DESCRIPTION)
-    # the last added runs first: replica header, rate limit, bearer token, then the route
-    api.add_middleware(BearerAuthMiddleware, authenticator=service.auth, on_reject=service.metrics.rejected)
-    api.add_middleware(RateLimitMiddleware, get_admission=lambda: service.admission,
+    # the last added runs first: replica header, rate limit, bearer token and scope, body size, then the route
+    api.add_middleware(BodyLimitMiddleware, on_reject=service.metrics.rejected)
+    api.add_middleware(BearerAuthMiddleware, get_authenticator=lambda: service.auth, on_reject=service.metrics.rejected)
+    api.add_middleware(RateLimitMiddleware, get_admission=lambda: service.admission, client_address=service.client_address,
                        rate=service.config.serve.rate_limit.requests_per_s, on_reject=service.metrics.rejected)
     api.add_middleware(ReplicaHeader, replica=service.replica)
     _document_bearer_security(api)
 
     @api.exception_handler(AuthError)
-    async def on_auth_error(request: Request, exc: AuthError) -> JSONResponse:
+    async def on_auth_error(request: Request, exc: AuthError) -> JSONResponse:  # the token endpoint's errors
         service.metrics.rejected("unauthorized" if exc.status == 401 else "bad_token_request")
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
@@ -485,7 +542,8 @@ def build_api(service: VenueSelector) -> FastAPI:
         openapi_extra={"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
             "type": "object", "required": ["grant_type"],
             "properties": {"grant_type": {"type": "string", "enum": ["client_credentials"]},
-                           "client_id": {"type": "string"}, "client_secret": {"type": "string", "format": "password"}},
+                           "client_id": {"type": "string"}, "client_secret": {"type": "string", "format": "password"},
+                           "scope": {"type": "string", "description": "space-separated subset of the client's scopes (default: all of them)"}},
         }}}}},
     )
     async def token(request: Request) -> JSONResponse:
@@ -520,15 +578,17 @@ def build_api(service: VenueSelector) -> FastAPI:
     return api
 
 
-def build_app(config: BotmainConfig, dsn: str, app_name: str = APP_NAME, environ: dict[str, str] | None = None):
-    """The bound Serve application: ``serve.run(build_app(config, dsn), name=app_name)``.
+def build_app(config: BotmainConfig, app_name: str = APP_NAME, environ: dict[str, str] | None = None):
+    """The bound Serve application: ``serve.run(build_app(config), name=app_name)``.
 
-    Reads the secrets here (raising ``AuthConfigError`` naming the missing variable) and
-    hands them to the replicas, whose environment is the Ray node's."""
+    Checks the credentials in ``environ`` (default: this process's environment) first, so
+    that a missing or malformed one fails here with ``AuthConfigError`` naming it rather
+    than in every replica; the replicas read their own (module docstring). Nothing secret
+    is bound: the configuration holds none (the loader refuses secrets in YAML)."""
     cfg = config.serve
-    secrets = AuthSecrets.from_environment(cfg.jwt.algorithm, environ)
+    Credentials.from_environment(cfg.jwt.algorithm, environ)
     return VenueSelector.options(
         num_replicas=cfg.replicas,
         # room for a full batch beside the requests still being parsed or answered
         max_ongoing_requests=max(100, 2 * cfg.batch.max_batch_size),
-    ).bind(config, dsn, secrets, app_name)
+    ).bind(config, app_name)

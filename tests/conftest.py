@@ -149,15 +149,41 @@ def session_config_dir(pg_server: EmbeddedPostgres, tmp_path_factory: pytest.Tem
     )
 
 
+# The venue selector's credentials on the session cluster, given as a user gives them: in
+# files (0600, in a 0700 directory outside the repository) named by BOTMAIN_*_FILE in the
+# environment Ray is started with. "ops" has a ':' in its secret, so its scopes follow it.
+SERVE_JWT_SECRET = "test-only-signing-key-" + "k" * 42  # 64 bytes
+SERVE_CLIENTS = {"desk": ("desk-secret-1", "decide"), "ops": ("ops:secret=2", "decide+admin")}
+SERVE_CLIENTS_TEXT = "desk:desk-secret-1,ops:ops:secret=2:decide+admin"
+
+
 @pytest.fixture(scope="session")
-def ray_head(session_config_dir: Path) -> BotmainConfig:
+def serve_secret_files() -> dict[str, str]:
+    """``BOTMAIN_JWT_SECRET_FILE`` and ``BOTMAIN_API_CLIENTS_FILE`` -> their paths."""
+    directory = Path(tempfile.mkdtemp(prefix="botmain-secrets-"))
+    directory.chmod(0o700)
+    files = {}
+    for name, text in (("JWT_SECRET", SERVE_JWT_SECRET), ("API_CLIENTS", SERVE_CLIENTS_TEXT)):
+        path = directory / name.lower()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+        files[f"BOTMAIN_{name}_FILE"] = str(path)
+    yield files
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_head(session_config_dir: Path, serve_secret_files: dict[str, str]) -> BotmainConfig:
     """A real local Ray head (GCS, raylet, dashboard, job API) with token auth on, started
     by ``cluster.runtime.start_head`` (what ``botmain up`` runs) on free ports, its
-    processes seeing the session configuration; stopped at the end of the session."""
+    processes seeing the session configuration and the venue selector's secret files;
+    stopped at the end of the session."""
     from cluster import runtime
 
     config = load_config(session_config_dir)
-    runtime.start_head(config.cluster, env={"BOTMAIN_CONFIG_DIR": str(session_config_dir), "BOTMAIN_PG_DSN": ""})
+    runtime.start_head(config.cluster, env={"BOTMAIN_CONFIG_DIR": str(session_config_dir), "BOTMAIN_PG_DSN": "",
+                                            **serve_secret_files})
     yield config
     runtime.stop_head(config.cluster)
     shutil.rmtree(config.cluster.head.temp_dir, ignore_errors=True)

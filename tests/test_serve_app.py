@@ -1,9 +1,12 @@
 """The venue selector's Serve application on the session's real Ray cluster, over real HTTP
 on 127.0.0.1, with its model registry in the session's real PostgreSQL.
 
-Two applications run side by side: ``venue-selector`` (one replica, rate limit raised so
-that the tests can send many requests) and ``venue-selector-limited`` (two replicas, the
-shipped 5 requests/s per client IP) for the rate-limit tests."""
+Three applications run side by side: ``venue-selector`` (one replica, rate limit raised so
+that the tests can send many requests), ``venue-selector-limited`` (two replicas, the
+shipped 5 requests/s per client IP) and ``venue-selector-proxied`` (one replica, the shipped
+limit, 127.0.0.1 a trusted proxy) for the rate-limit tests. Their replicas read the secrets
+from the environment the session's Ray was started with (files named by BOTMAIN_*_FILE,
+tests/conftest.py), as a user's do."""
 
 from __future__ import annotations
 
@@ -13,8 +16,11 @@ import dataclasses
 import itertools
 import json
 import os
+import select
+import socket
 import time
 import urllib.request
+from pathlib import Path
 
 import httpx
 import jwt
@@ -24,14 +30,14 @@ from hypothesis import strategies as st
 
 from cluster.config import BotmainConfig
 from cluster.config.models import ServeConfig
+from serve.credentials import key_id
 from serve.selector.features import FEATURES
-from tests.conftest import _create_database, free_port
+from tests.conftest import SERVE_CLIENTS, SERVE_JWT_SECRET, _create_database, free_port
 from tests.selector_fixtures import decide_payload, register_model, train_model
 
-SECRET = "test-only-signing-key-" + "k" * 42  # 64 bytes
-CLIENTS = {"desk": "desk-secret-1", "ops": "ops:secret=2"}
-ENVIRON = {"BOTMAIN_JWT_SECRET": SECRET, "BOTMAIN_API_CLIENTS": ",".join(f"{k}:{v}" for k, v in CLIENTS.items())}
-APP, LIMITED = "venue-selector", "venue-selector-limited"
+SECRET = SERVE_JWT_SECRET
+CLIENTS = {client_id: secret for client_id, (secret, _) in SERVE_CLIENTS.items()}  # desk: decide, ops: decide+admin
+APP, LIMITED, PROXIED = "venue-selector", "venue-selector-limited", "venue-selector-proxied"
 _db = itertools.count()
 
 
@@ -42,9 +48,24 @@ def with_serve(config: BotmainConfig, **settings_) -> BotmainConfig:
     return dataclasses.replace(config, serve=ServeConfig.model_validate(merged))
 
 
+def with_database(config: BotmainConfig, database: str) -> BotmainConfig:
+    """``config`` with the embedded store's database changed: the replicas resolve their DSN
+    from the configuration and their environment, as in production, and find this one."""
+    postgres = config.store.postgres
+    embedded = postgres.embedded.model_copy(update={"database": database})
+    store = config.store.model_copy(update={"postgres": postgres.model_copy(update={"embedded": embedded})})
+    return dataclasses.replace(config, store=store)
+
+
 @pytest.fixture(scope="module")
 def registry_dsn(pg_server) -> str:
     return asyncio.run(_create_database(pg_server, f"serve_{os.getpid()}_{next(_db)}", migrated=True))
+
+
+@pytest.fixture(scope="module")
+def served_config(ray_head: BotmainConfig, registry_dsn: str) -> BotmainConfig:
+    """The session configuration with the store's database this module's registry."""
+    return with_database(ray_head, registry_dsn.rsplit("/", 1)[1])
 
 
 def _db_call(dsn: str, fn):
@@ -74,30 +95,40 @@ def serve_port(ray_head: BotmainConfig):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
     serve.shutdown()
-    for app in (APP, LIMITED):
+    for app in (APP, LIMITED, PROXIED):
         stop_limiter(app)
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
-def urls(serve_port: int, ray_head: BotmainConfig, registry_dsn: str) -> dict[str, str]:
-    """Both applications, deployed together (their replicas start in parallel):
+def urls(serve_port: int, served_config: BotmainConfig, serve_secret_files: dict[str, str]) -> dict[str, str]:
+    """The three applications, deployed together (their replicas start in parallel):
 
     * ``venue-selector``: one replica, the rate limit raised far above what the tests send;
     * ``venue-selector-limited`` under ``/limited``: two replicas and the shipped limit
-      (5 requests/s, burst 5, per client IP)."""
+      (5 requests/s, burst 5, per client IP), no trusted proxy;
+    * ``venue-selector-proxied`` under ``/proxied``: one replica, 127.0.0.1 (this test, then)
+      a trusted proxy, and the shipped burst of 5 refilled at 1 request/s: slow enough that
+      the test's steps do not race the refill, and too slow for the limiter to lease tokens
+      to its single replica, which would make a burst's count depend on arrival order."""
     from ray import serve
 
     from serve.app import build_app
 
-    assert ray_head.serve.rate_limit.requests_per_s == 5 and ray_head.serve.rate_limit.burst == 5
-    main = with_serve(ray_head, rate_limit={"requests_per_s": 100_000, "burst": 100_000}, model_poll_s=0.3)
-    limited = with_serve(ray_head, replicas=2)
+    assert served_config.serve.rate_limit.requests_per_s == 5 and served_config.serve.rate_limit.burst == 5
+    assert served_config.serve.trusted_proxies == []
+    fast = with_serve(served_config, auth_reload_s=0.3)  # key rotations picked up quickly
+    main = with_serve(fast, rate_limit={"requests_per_s": 100_000, "burst": 100_000}, model_poll_s=0.3)
+    limited = with_serve(fast, replicas=2)
+    proxied = with_serve(fast, trusted_proxies=["127.0.0.1"], rate_limit={"requests_per_s": 1})
+    environ = serve_secret_files  # what build_app checks up front: the same files the replicas read
     serve.run_many([
-        serve.RunTarget(build_app(main, registry_dsn, app_name=APP, environ=ENVIRON), name=APP, route_prefix="/"),
-        serve.RunTarget(build_app(limited, registry_dsn, app_name=LIMITED, environ=ENVIRON), name=LIMITED, route_prefix="/limited"),
+        serve.RunTarget(build_app(main, app_name=APP, environ=environ), name=APP, route_prefix="/"),
+        serve.RunTarget(build_app(limited, app_name=LIMITED, environ=environ), name=LIMITED, route_prefix="/limited"),
+        serve.RunTarget(build_app(proxied, app_name=PROXIED, environ=environ), name=PROXIED, route_prefix="/proxied"),
     ])
-    return {APP: f"http://127.0.0.1:{serve_port}", LIMITED: f"http://127.0.0.1:{serve_port}/limited"}
+    base = f"http://127.0.0.1:{serve_port}"
+    return {APP: base, LIMITED: f"{base}/limited", PROXIED: f"{base}/proxied"}
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +142,27 @@ def limited_url(urls: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def token(base_url: str) -> str:
-    r = httpx.post(f"{base_url}/v1/token", data={"grant_type": "client_credentials", "client_id": "desk",
-                                                 "client_secret": CLIENTS["desk"]})
+def proxied_url(urls: dict[str, str]) -> str:
+    return urls[PROXIED]
+
+
+def _token_for(base_url: str, client_id: str, **form) -> str:
+    r = httpx.post(f"{base_url}/v1/token", data={"grant_type": "client_credentials", "client_id": client_id,
+                                                 "client_secret": CLIENTS[client_id], **form})
     assert r.status_code == 200, r.text
     return r.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def token(base_url: str) -> str:
+    """The ``desk`` client's: scope ``decide``."""
+    return _token_for(base_url, "desk")
+
+
+@pytest.fixture(scope="module")
+def admin_token(base_url: str) -> str:
+    """The ``ops`` client's: scopes ``decide admin``."""
+    return _token_for(base_url, "ops")
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +171,24 @@ def client(base_url: str, token: str):
         yield c
 
 
+@pytest.fixture(scope="module")
+def admin(base_url: str, admin_token: str):
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as c:
+        yield c
+
+
 def _claims(**override) -> dict:
     now = int(time.time())
-    claims = {"iss": "botmain", "aud": "botmain-api", "sub": "desk", "iat": now, "exp": now + 600, "jti": "abc"}
+    claims = {"iss": "botmain", "aud": "botmain-api", "sub": "desk", "iat": now, "exp": now + 600, "jti": "abc",
+              "scope": "decide"}
     claims.update(override)
     return claims
+
+
+def _sign(claims: dict, key: str = SECRET, algorithm: str = "HS256", kid: str | None = "derived") -> str:
+    """A token as the service would sign it with ``key`` (its ``kid`` derived from the key)."""
+    headers = {} if kid is None else {"kid": key_id(key) if kid == "derived" else kid}
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 
 
 def _b64(data: dict) -> str:
@@ -183,20 +243,120 @@ def test_leases_come_out_of_the_shared_bucket_and_can_be_given_back():
     assert sum(1 + lease for wait, lease in answers if wait == 0.0) == 100 and answers[-1][0] > 0
 
 
+class _FakeMethod:
+    """``actor.method.remote(...)`` -> an awaitable, as Ray's, calling ``fn`` (which may raise)."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def remote(self, *args):
+        async def call():
+            return self.fn(*args)
+
+        return asyncio.ensure_future(call())
+
+
+class _FakeLimiter:
+    """The limiter actor's interface over real ``TokenBuckets``; ``down`` makes every call fail
+    as Ray's do while the actor restarts, ``restart()`` brings it back as Ray would: a new
+    epoch, full buckets and its constructor's settings."""
+
+    def __init__(self, clock, rate: float, burst: int, replicas: int) -> None:
+        from serve.rate_limit import TokenBuckets
+
+        self.clock, self.created_with, self.down, self.epoch = clock, (rate, burst, replicas), False, "epoch-1"
+        self.buckets = TokenBuckets(rate, burst, replicas, clock=clock)
+        self.configured: list[tuple] = []
+        self.admit = _FakeMethod(self._admit)
+        self.settings = _FakeMethod(self._settings)
+        self.configure = _FakeMethod(self._configure)
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("the actor is restarting")
+
+    def _admit(self, keys, returned=None):
+        self._check()
+        return self.epoch, self.buckets.admit(keys, returned)
+
+    def _settings(self):
+        self._check()
+        b = self.buckets
+        return {"requests_per_s": b.rate, "burst": b.burst, "replicas": b.replicas, "epoch": self.epoch}
+
+    def _configure(self, *settings):
+        self._check()
+        self.configured.append(settings)
+        self.buckets.configure(*settings)
+        return self._settings()
+
+    def restart(self, rate: float, burst: int, replicas: int) -> None:
+        from serve.rate_limit import TokenBuckets
+
+        self.down, self.epoch = False, "epoch-2"
+        self.buckets = TokenBuckets(rate, burst, replicas, clock=self.clock)
+
+
+def test_a_replica_limits_on_its_own_share_while_the_limiter_is_away():
+    from serve.rate_limit import PROBE_INTERVAL_S, Admission
+
+    async def run() -> None:
+        clock = Clock()
+        limiter = _FakeLimiter(clock, 5, 5, 2)
+        admission = Admission(limiter, 5, 5, 2, epoch="epoch-1", clock=clock)
+        assert await admission.check("ip") == 0.0 and admission.state == "shared"
+        limiter.down = True
+        # the failing call is answered locally, with this replica's share: burst 5 // 2, at 5 / 2 per second
+        waits = [await admission.check("ip") for _ in range(3)]
+        assert waits[:2] == [0.0, 0.0] and waits[2] == pytest.approx(1 / 2.5)
+        assert admission.state.startswith("local: the shared limiter is unreachable (ConnectionError)")
+        clock.now += 0.41  # one token of the share back
+        assert await admission.check("ip") == 0.0 and await admission.check("ip") > 0
+        # back with its constructor's settings (an older deployment's, say): reconfigured, then shared again
+        limiter.restart(1, 1, 1)
+        await asyncio.sleep(3 * PROBE_INTERVAL_S)
+        assert admission.state == "shared" and limiter.configured == [(5, 5, 2)]
+        assert [await admission.check("other") for _ in range(6)][4:] == [0.0, pytest.approx(0.2)]  # the shared bucket
+
+    asyncio.run(run())
+
+
 # --- secrets -------------------------------------------------------------------------------
 
 
-def test_the_app_refuses_to_start_without_its_signing_key(ray_head: BotmainConfig):
+def test_the_app_refuses_to_start_without_its_signing_key(served_config: BotmainConfig):
     from serve.app import build_app
-    from serve.auth import AuthConfigError
+    from serve.credentials import AuthConfigError
 
+    clients = "desk:desk-secret-1"
     with pytest.raises(AuthConfigError, match="BOTMAIN_JWT_SECRET is not set"):
-        build_app(ray_head, "postgresql://unused", environ={"BOTMAIN_API_CLIENTS": ENVIRON["BOTMAIN_API_CLIENTS"]})
+        build_app(served_config, environ={"BOTMAIN_API_CLIENTS": clients})
     with pytest.raises(AuthConfigError, match="BOTMAIN_JWT_SECRET is too short for HS256"):
-        build_app(ray_head, "postgresql://unused", environ={**ENVIRON, "BOTMAIN_JWT_SECRET": "short"})
+        build_app(served_config, environ={"BOTMAIN_JWT_SECRET": "short", "BOTMAIN_API_CLIENTS": clients})
+    with pytest.raises(AuthConfigError, match="BOTMAIN_JWT_SECRET is too short for HS256: key 2 needs") as err:
+        build_app(served_config, environ={"BOTMAIN_JWT_SECRET": f"{SECRET},sh0rt", "BOTMAIN_API_CLIENTS": clients})
+    assert "sh0rt" not in str(err.value)
     with pytest.raises(AuthConfigError, match="BOTMAIN_API_CLIENTS: entry 2 is not client_id:client_secret") as err:
-        build_app(ray_head, "postgresql://unused", environ={**ENVIRON, "BOTMAIN_API_CLIENTS": "a:s3cret,nosecret"})
+        build_app(served_config, environ={"BOTMAIN_JWT_SECRET": SECRET, "BOTMAIN_API_CLIENTS": "a:s3cret,nosecret"})
     assert "s3cret" not in str(err.value)
+    with pytest.raises(AuthConfigError, match="BOTMAIN_JWT_SECRET_FILE points to"):
+        build_app(served_config, environ={"BOTMAIN_JWT_SECRET_FILE": "/nonexistent/key", "BOTMAIN_API_CLIENTS": clients})
+
+
+def test_api_clients_keep_their_old_form_and_may_name_scopes():
+    from serve.credentials import AuthConfigError, parse_clients
+
+    clients = parse_clients("desk:s3cret, ops:pa:ss:decide+admin ,bot:t0ken:admin, old:with=and+signs")
+    assert {cid: (c.secret.get_secret_value(), sorted(c.scopes)) for cid, c in clients.items()} == {
+        "desk": ("s3cret", ["decide"]),  # no scopes written: decide, as before scopes existed
+        "ops": ("pa:ss", ["admin", "decide"]),  # a ':' in the secret, so its scopes follow
+        "bot": ("t0ken", ["admin"]),
+        "old": ("with=and+signs", ["decide"]),
+    }
+    for text in ("ops:pa:ss", "ops:s3cret:decide+root", "ops:s3cret:", "ops::admin"):
+        with pytest.raises(AuthConfigError, match="entry 1: the part after its last ':' is not a list of scopes") as err:
+            parse_clients(text)
+        assert "pa:ss" not in str(err.value) and "s3cret" not in str(err.value) and "root" not in str(err.value)
 
 
 # --- tokens --------------------------------------------------------------------------------
@@ -209,15 +369,27 @@ def test_a_client_gets_a_short_lived_token_by_form_fields_or_http_basic(base_url
     basic = base64.b64encode(b"ops:" + httpx.QueryParams({"s": CLIENTS["ops"]}).get("s").encode()).decode()
     by_basic = httpx.post(f"{base_url}/v1/token", data={"grant_type": "client_credentials"},
                           headers={"Authorization": f"Basic {basic}"})
-    for response, client_id in ((by_form, "desk"), (by_basic, "ops")):
+    for response, client_id, scope in ((by_form, "desk", "decide"), (by_basic, "ops", "admin decide")):
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["token_type"] == "Bearer" and body["expires_in"] == 900
+        assert body["token_type"] == "Bearer" and body["expires_in"] == 900 and body["scope"] == scope
         assert response.headers["cache-control"] == "no-store"
-        assert jwt.get_unverified_header(body["access_token"])["alg"] == "HS256"
+        header = jwt.get_unverified_header(body["access_token"])
+        assert header["alg"] == "HS256" and header["kid"] == key_id(SECRET)
         claims = jwt.decode(body["access_token"], SECRET, algorithms=["HS256"], audience="botmain-api", issuer="botmain")
-        assert claims["sub"] == client_id and claims["exp"] - claims["iat"] == 900 and claims["jti"]
+        assert claims["sub"] == client_id and claims["exp"] - claims["iat"] == 900 and claims["jti"] and claims["scope"] == scope
     assert httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {by_basic.json()['access_token']}"}).status_code == 200
+
+
+def test_a_client_may_ask_for_fewer_scopes_but_not_for_more(base_url: str):
+    narrowed = httpx.post(f"{base_url}/v1/token", data={"grant_type": "client_credentials", "client_id": "ops",
+                                                        "client_secret": CLIENTS["ops"], "scope": "decide"})
+    assert narrowed.status_code == 200 and narrowed.json()["scope"] == "decide"
+    for client_id, scope in (("desk", "admin"), ("desk", "decide admin"), ("ops", "root")):
+        r = httpx.post(f"{base_url}/v1/token", data={"grant_type": "client_credentials", "client_id": client_id,
+                                                     "client_secret": CLIENTS[client_id], "scope": scope})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_scope", (client_id, scope, r.text)
+        assert "access_token" not in r.json()
 
 
 @pytest.mark.parametrize(
@@ -253,14 +425,18 @@ def test_a_token_request_must_be_form_encoded(base_url: str):
 def _bad_tokens(good: str) -> dict[str, str]:
     header, payload, signature = good.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    other_key = "another-key-of-the-same-length-" + "x" * 33
     return {
-        "expired": jwt.encode(_claims(iat=int(time.time()) - 1000, exp=int(time.time()) - 10), SECRET, algorithm="HS256"),
+        "expired": _sign(_claims(iat=int(time.time()) - 1000, exp=int(time.time()) - 40)),  # past the 30 s leeway
         "tampered": ".".join([header, _b64({**claims, "sub": "ops"}), signature]),
-        "wrong-key": jwt.encode(_claims(), "another-key-of-the-same-length-" + "x" * 33, algorithm="HS256"),
-        "hs512": jwt.encode(_claims(), SECRET, algorithm="HS512"),
-        "alg-none": ".".join([_b64({"alg": "none", "typ": "JWT"}), _b64(_claims()), ""]),
-        "wrong-audience": jwt.encode(_claims(aud="someone-else"), SECRET, algorithm="HS256"),
-        "no-jti": jwt.encode({k: v for k, v in _claims().items() if k != "jti"}, SECRET, algorithm="HS256"),
+        "wrong-key": _sign(_claims(), other_key, kid=key_id(SECRET)),  # claims to be our key, is not
+        "unknown-kid": _sign(_claims(), other_key),
+        "no-kid": _sign(_claims(), kid=None),
+        "hs512": _sign(_claims(), algorithm="HS512"),
+        "alg-none": ".".join([_b64({"alg": "none", "typ": "JWT", "kid": key_id(SECRET)}), _b64(_claims()), ""]),
+        "wrong-audience": _sign(_claims(aud="someone-else")),
+        "no-jti": _sign({k: v for k, v in _claims().items() if k != "jti"}),
+        "no-scope": _sign({k: v for k, v in _claims().items() if k != "scope"}),
         "garbage": "not-a-jwt",
     }
 
@@ -281,6 +457,58 @@ def test_missing_expired_tampered_and_wrong_algorithm_tokens_get_401(base_url: s
     # the health check is open, and a good token passes
     assert httpx.get(f"{base_url}/v1/healthz").status_code == 200
     assert httpx.post(f"{base_url}/v1/decide", json=payload, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_the_leeway_absorbs_clock_skew_between_nodes(base_url: str):
+    """A token from a node whose clock runs 10 s ahead passes (``jwt.leeway_s``, 30 s by
+    default), one from a minute ahead does not; expiry gets the same leeway."""
+    now = int(time.time())
+    cases = {
+        "issued 10 s ahead": (_claims(iat=now + 10, exp=now + 910), 200),
+        "issued 60 s ahead": (_claims(iat=now + 60, exp=now + 960), 401),
+        "expired 10 s ago": (_claims(iat=now - 910, exp=now - 10), 200),
+        "expired 60 s ago": (_claims(iat=now - 960, exp=now - 60), 401),
+    }
+    for name, (claims, status) in cases.items():
+        r = httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {_sign(claims)}"})
+        assert r.status_code == status, (name, r.text)
+    r = httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {_sign(cases['issued 60 s ahead'][0])}"})
+    assert "not valid yet" in r.json()["error_description"]
+
+
+# --- scopes --------------------------------------------------------------------------------
+
+
+def test_activating_a_model_needs_the_admin_scope(base_url: str, token: str, admin_token: str):
+    r = httpx.post(f"{base_url}/v1/models/v0/activate", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403, r.text
+    assert r.json()["error"] == "insufficient_scope" and r.json()["scope"] == "admin"
+    assert "needs the 'admin' scope; this token has: decide" in r.json()["error_description"]
+    assert r.headers["www-authenticate"] == 'Bearer realm="botmain", error="insufficient_scope", scope="admin"'
+    # the admin client gets through to the route (v0 is not registered)
+    r = httpx.post(f"{base_url}/v1/models/v0/activate", headers={"Authorization": f"Bearer {admin_token}"})
+    assert r.status_code == 404, r.text
+    # a token without the decide scope cannot decide, however it was obtained
+    admin_only = _sign(_claims(sub="ops", scope="admin"))
+    r = httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {admin_only}"})
+    assert r.status_code == 403 and r.json()["scope"] == "decide"
+
+
+def test_every_protected_route_names_its_scope(base_url: str):
+    """A new route is admin-only until it is listed in serve.scopes (closed by default); this
+    keeps the list and the API in step."""
+    from serve.auth import OPEN_PATHS
+    from serve.scopes import ROUTES
+
+    schema = httpx.get(f"{base_url}/openapi.json").json()
+    routes = set()
+    for path, operations in schema["paths"].items():
+        if path in OPEN_PATHS:
+            continue
+        for method in operations:
+            pattern = path.replace("{version}", "[^/]+")
+            routes.add(f"{method.upper()} {pattern}")
+    assert routes == set(ROUTES)
 
 
 def test_the_openapi_docs_are_served(base_url: str):
@@ -335,11 +563,11 @@ def test_bad_payloads_get_422_naming_the_field(client: httpx.Client, ray_head: B
     assert [e["loc"] for e in r.json()["detail"]][0] == loc, r.json()
 
 
-def test_malformed_bodies_get_422(client: httpx.Client):
+def test_malformed_bodies_get_422(client: httpx.Client, admin: httpx.Client):
     for content in (b"{not json", b"[]", b"", b'"SOL-PERP"', b"null"):
         r = client.post("/v1/decide", content=content, headers={"Content-Type": "application/json"})
         assert r.status_code == 422, (content, r.text)
-    r = client.post("/v1/models/bad version!/activate")
+    r = admin.post("/v1/models/bad version!/activate")
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "version"]
 
 
@@ -374,13 +602,14 @@ def models(ray_head: BotmainConfig, registry_dsn: str) -> list[str]:
     return list(raws)
 
 
-def test_activate_switches_at_once_and_hot_reload_drops_no_request(client: httpx.Client, base_url: str, token: str,
+def test_activate_switches_at_once_and_hot_reload_drops_no_request(client: httpx.Client, admin: httpx.Client, base_url: str,
+                                                                     token: str, admin_token: str,
                                                                      ray_head: BotmainConfig, models: list[str]):
     listed = client.get("/v1/models").json()
     assert {m["version"] for m in listed["models"]} >= {"v1", "v2"} and listed["active"] is None
-    assert client.post("/v1/models/v0/activate").status_code == 404
+    assert admin.post("/v1/models/v0/activate").status_code == 404
 
-    r = client.post("/v1/models/v1/activate")
+    r = admin.post("/v1/models/v1/activate")
     assert r.status_code == 200, r.text
     assert r.json() == {"version": "v1", "previous": None}
     d = client.post("/v1/decide", json=decide_payload(ray_head)).json()
@@ -400,7 +629,7 @@ def test_activate_switches_at_once_and_hot_reload_drops_no_request(client: httpx
 
             async def activate() -> float:
                 await asyncio.sleep(0.3)
-                r = await c.post("/v1/models/v2/activate")
+                r = await c.post("/v1/models/v2/activate", headers={"Authorization": f"Bearer {admin_token}"})
                 assert r.status_code == 200, r.text
                 return time.perf_counter()
 
@@ -440,10 +669,10 @@ def test_the_execution_server_decides_through_a_handle(base_url: str, ray_head: 
 
 
 def test_concurrent_requests_share_model_calls_and_get_the_answers_they_would_alone(
-        client: httpx.Client, ray_head: BotmainConfig, models: list[str]):
+        client: httpx.Client, admin: httpx.Client, ray_head: BotmainConfig, models: list[str]):
     from ray import serve
 
-    assert client.post("/v1/models/v2/activate").status_code == 200
+    assert admin.post("/v1/models/v2/activate").status_code == 200
     payloads = [decide_payload(ray_head, "BTC-PERP" if i % 2 else "SOL-PERP", "buy" if i % 3 else "sell", 1 + i, seed=i)
                 for i in range(64)]
     alone = [client.post("/v1/decide", json=p).json() for p in payloads[:8]]
@@ -546,6 +775,294 @@ def test_the_limit_holds_across_two_replicas(limited_url: str, token: str):
     assert len({r.headers["x-replica"] for r in responses}) == 2  # both replicas answered
 
 
+def test_a_forged_forwarded_for_gets_no_fresh_bucket(limited_url: str, token: str):
+    """Twelve requests inside a second from this host, each naming another client in
+    X-Forwarded-For: no proxy is trusted, so they all count against 127.0.0.1, and the sixth
+    and later get 429 (Serve's proxy, left to uvicorn's default, would have believed each
+    header from loopback and given each request a fresh bucket)."""
+    time.sleep(1.1)
+    statuses, keys = [], set()
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+        started = time.perf_counter()
+        for i in range(12):
+            r = c.get(f"{limited_url}/v1/models", headers={"X-Forwarded-For": f"203.0.113.{i + 1}"})
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                keys.add(r.json()["error_description"].split(" from ", 1)[1].split(";")[0])
+        elapsed = time.perf_counter() - started
+    assert elapsed < 1.0, elapsed
+    assert statuses[:5] == [200] * 5, statuses
+    # tokens refilled while the twelve went out (5/s) are all the sixth and later may get
+    assert statuses[5:].count(200) <= int(5 * elapsed), (statuses, elapsed)
+    assert set(statuses[5:]) <= {200, 429} and keys == {"127.0.0.1"}, (statuses, keys)
+
+
+def test_a_trusted_proxys_forwarded_clients_get_their_own_buckets(proxied_url: str, token: str):
+    """127.0.0.1 is a trusted proxy of this application: the client it names in
+    X-Forwarded-For is the one limited, each in its own bucket; what that client wrote
+    itself further left is ignored."""
+    time.sleep(1.1)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def as_proxy(forwarded: list[str]) -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=headers, timeout=30, limits=httpx.Limits(max_connections=len(forwarded))) as c:
+            return await asyncio.gather(*(c.get(f"{proxied_url}/v1/models", headers={"X-Forwarded-For": f}) for f in forwarded))
+
+    one_client = asyncio.run(as_proxy(["198.51.100.7"] * 6))
+    assert sorted(r.status_code for r in one_client) == [200] * 5 + [429], [r.text for r in one_client]
+    refused = next(r for r in one_client if r.status_code == 429)
+    assert "from 198.51.100.7;" in refused.json()["error_description"]
+    # the proxy appended 198.51.100.7 to what its client wrote: still that client's empty bucket
+    # (refused by the replica's memory of the 429 until a token is due)
+    r = httpx.get(f"{proxied_url}/v1/models", headers={**headers, "X-Forwarded-For": "10.9.9.9, 198.51.100.7"})
+    assert r.status_code == 429 and "from 198.51.100.7;" in r.json()["error_description"]
+    # twelve other clients behind the same proxy: a bucket each
+    many = asyncio.run(as_proxy([f"198.51.100.{100 + i}" for i in range(12)]))
+    assert [r.status_code for r in many] == [200] * 12, [r.text for r in many]
+    # the proxy's own requests (no header) are its own
+    assert httpx.get(f"{proxied_url}/v1/models", headers=headers).status_code == 200
+
+
+def test_the_client_address_is_the_first_untrusted_hop_from_the_right():
+    from serve.client_address import ClientAddress
+
+    def scope(peer: str, *forwarded: str) -> dict:
+        return {"client": (peer, 50000), "headers": [(b"x-forwarded-for", f.encode()) for f in forwarded]}
+
+    nobody = ClientAddress([])
+    assert nobody(scope("127.0.0.1", "1.2.3.4")) == "127.0.0.1"
+    proxies = ClientAddress(["10.0.0.0/24", "::1/128"])
+    assert proxies(scope("192.0.2.1", "1.2.3.4")) == "192.0.2.1"  # not from a trusted proxy: the header is ignored
+    assert proxies(scope("10.0.0.5", "1.2.3.4")) == "1.2.3.4"
+    assert proxies(scope("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7")) == "1.2.3.4"  # two proxies; 6.6.6.6 the client's own
+    assert proxies(scope("10.0.0.5", "6.6.6.6", "1.2.3.4")) == "1.2.3.4"  # the header repeated
+    assert proxies(scope("10.0.0.5", "1.2.3.4:5678")) == "1.2.3.4"
+    assert proxies(scope("::1", "[2001:db8::1]:443")) == "2001:db8::1"
+    assert proxies(scope("10.0.0.5", "1.2.3.4, garbage")) == "10.0.0.5"  # the last hop vouched for
+    assert proxies(scope("10.0.0.5", "10.0.0.9")) == "10.0.0.9"  # all trusted: the first of them
+    assert proxies(scope("10.0.0.5")) == "10.0.0.5"
+
+
+def test_a_killed_limiter_comes_back_and_the_replicas_limit_throughout(limited_url: str, token: str):
+    """The limiter actor is killed (Ray restarts it) while requests arrive: every answer is a
+    200 or a 429 (the replicas limit on their own meanwhile), and within the bound below
+    both replicas are back on the restarted actor, whose shared bucket holds again."""
+    import ray
+
+    from actors import names
+    from serve.rate_limit import limiter_name
+
+    bound_s = 20.0  # Ray's restart of the actor (a new worker process) plus one probe interval; seconds here
+    limiter = ray.get_actor(limiter_name(LIMITED), namespace=names.NAMESPACE)
+    epoch = ray.get(limiter.settings.remote())["epoch"]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def scenario() -> tuple[list[int], set[str], float]:
+        statuses: list[int] = []
+        states: set[str] = set()
+        async with httpx.AsyncClient(headers=headers, timeout=30) as c:
+            stop = asyncio.Event()
+
+            async def load() -> None:
+                while not stop.is_set():
+                    statuses.append((await c.get(f"{limited_url}/v1/models")).status_code)
+                    await asyncio.sleep(0.05)
+
+            async def replica_states() -> dict[str, str]:
+                seen: dict[str, str] = {}
+                for _ in range(12):
+                    r = await c.get(f"{limited_url}/v1/healthz")
+                    seen[r.headers["x-replica"]] = r.json()["rate_limiter"]
+                return seen
+
+            loads = [asyncio.create_task(load()) for _ in range(2)]
+            await asyncio.sleep(0.5)
+            killed = time.monotonic()
+            ray.kill(limiter, no_restart=False)
+            while True:
+                assert time.monotonic() - killed < bound_s, f"not back on the shared limiter after {bound_s} s: {seen}"
+                seen = await replica_states()
+                states |= set(seen.values())
+                try:
+                    restarted = (await asyncio.wait_for(limiter.settings.remote(), 1.0))["epoch"] != epoch
+                except Exception:  # noqa: BLE001  (still restarting)
+                    restarted = False
+                if restarted and len(seen) == 2 and set(seen.values()) == {"shared"}:
+                    break
+                await asyncio.sleep(0.2)
+            back_after = time.monotonic() - killed
+            await asyncio.sleep(0.5)
+            stop.set()
+            await asyncio.gather(*loads)
+        return statuses, states, back_after
+
+    statuses, states, back_after = asyncio.run(scenario())
+    print(f"limiter killed: both replicas back on the restarted actor after {back_after:.1f} s; states seen: {states}")
+    assert statuses and set(statuses) <= {200, 429}, sorted(set(statuses))
+    assert any(s.startswith("local") for s in states), states  # the replicas noticed, and limited on their own
+    time.sleep(1.1)
+    started = time.perf_counter()
+    responses = asyncio.run(_burst(limited_url, token, 20))
+    elapsed = time.perf_counter() - started
+    assert 5 <= [r.status_code for r in responses].count(200) <= 5 + int(5 * elapsed), ([r.status_code for r in responses], elapsed)
+
+
+# --- bodies --------------------------------------------------------------------------------
+
+
+def _http_head(method: str, path: str, port: int, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return status, json.loads(body)
+
+
+def test_a_body_declared_over_the_limit_is_refused_before_it_is_sent(serve_port: int, token: str):
+    """Only the headers go out: each endpoint answers 413 on the declared Content-Length,
+    without waiting for a byte of the body (before, /v1/token waited to read it all)."""
+    from serve.body_limit import BATCH_BYTES, DEFAULT_BYTES, TOKEN_BYTES
+
+    cases = [("/v1/token", TOKEN_BYTES, {"Content-Type": "application/x-www-form-urlencoded"}),
+             ("/v1/decide", DEFAULT_BYTES, {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}),
+             ("/v1/decide/batch", BATCH_BYTES, {"Content-Type": "application/json", "Authorization": f"Bearer {token}"})]
+    for path, limit, headers in cases:
+        with socket.create_connection(("127.0.0.1", serve_port), timeout=10) as sock:
+            sock.sendall(_http_head("POST", path, serve_port, {**headers, "Content-Length": str(limit + 1)}))
+            status, body = _read_response(sock)
+        assert status == 413, (path, body)
+        assert body["error"] == "request_too_large" and f"{limit:,} bytes" in body["error_description"], body
+
+
+def test_a_streamed_body_is_refused_once_it_passes_the_limit(serve_port: int):
+    """A chunked body (no Content-Length) of 256 KiB sent 1 KiB at a time to /v1/token
+    (limit 4 KiB): the 413 arrives while the client is still sending, after a few KiB."""
+    total, piece = 256 * 1024, b"a" * 1024
+    head = _http_head("POST", "/v1/token", serve_port, {"Content-Type": "application/x-www-form-urlencoded",
+                                                         "Transfer-Encoding": "chunked"})
+    with socket.create_connection(("127.0.0.1", serve_port), timeout=10) as sock:
+        sock.sendall(head)
+        sent = 0
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break  # an answer, while the body is still coming
+            sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            sent += len(piece)
+            time.sleep(0.005)
+        else:
+            sock.sendall(b"0\r\n\r\n")
+        status, body = _read_response(sock)
+    assert status == 413, body
+    assert sent < 64 * 1024, sent  # answered after a few KiB, not after the whole body
+
+
+def test_a_body_within_the_limit_still_arrives_whole(client: httpx.Client, ray_head: BotmainConfig):
+    """A batch body of ~200 KB, chunked (no Content-Length), read across many chunks."""
+    requests = [decide_payload(ray_head, seed=i) for i in range(100)]
+    content = json.dumps({"requests": requests}).encode()
+
+    def chunks():
+        for i in range(0, len(content), 8192):
+            yield content[i:i + 8192]
+
+    r = client.post("/v1/decide/batch", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["decisions"]) == 100
+
+
+# --- secrets stay out of Serve's state --------------------------------------------------------
+
+
+def test_no_secret_is_in_serves_stored_state_or_the_dashboard(urls: dict[str, str], ray_head: BotmainConfig, registry_dsn: str):
+    """Everything Serve's controller keeps in the GCS (its checkpoints of the applications,
+    deployments and their constructor arguments) and what the dashboard's Serve API shows:
+    neither holds the JWT key, a client secret or the registry's DSN."""
+    from ray import serve
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list
+
+    from cluster import runtime
+
+    stored = b"".join(_internal_kv_get(key, namespace=b"serve") or b"" for key in _internal_kv_list(b"", namespace=b"serve"))
+    assert b"VenueSelector" in stored  # the checkpoints were read
+    dashboard = json.dumps(runtime.dashboard_get(runtime.endpoints(ray_head.cluster).dashboard_url, "/api/serve/applications/"))
+    assert "VenueSelector" in dashboard
+    status = repr(serve.status())
+    for name, secret in [("the JWT key", SECRET), *((f"{cid}'s secret", s) for cid, s in CLIENTS.items()), ("the DSN", registry_dsn)]:
+        assert secret.encode() not in stored, f"{name} is in Serve's state in the GCS"
+        assert secret not in dashboard and secret not in status, f"{name} is in the dashboard's Serve API"
+
+
+# --- key rotation --------------------------------------------------------------------------
+
+
+def _write_secret(path: str, text: str) -> None:
+    """As an operator should: a new file in place of the old one, never a half-written one."""
+    tmp = Path(path).with_suffix(".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    os.replace(tmp, path)
+
+
+def _wait_for_health(url: str, check, timeout: float = 10.0, samples: int = 1) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        healths = [httpx.get(f"{url}/v1/healthz").json() for _ in range(samples)]
+        if all(check(h) for h in healths):
+            return healths[0]
+        assert time.monotonic() < deadline, healths
+        time.sleep(0.1)
+
+
+def test_keys_rotate_with_two_valid_at_once(urls: dict[str, str], base_url: str, token: str, serve_secret_files: dict[str, str]):
+    """The three steps of serve.credentials on the session's key file, each picked up by the
+    replicas within ``auth_reload_s``: the new key accepted, then signing, then alone."""
+    path = serve_secret_files["BOTMAIN_JWT_SECRET_FILE"]
+    new = "the-next-signing-key-" + "n" * 43
+    old_kid, new_kid = key_id(SECRET), key_id(new)
+
+    def issued_kid() -> str:
+        return jwt.get_unverified_header(_token_for(base_url, "desk"))["kid"]
+
+    def works(t: str) -> int:
+        return httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {t}"}).status_code
+
+    by_new = _sign(_claims(), new)
+    assert works(by_new) == 401  # not a key yet
+    try:
+        _write_secret(path, f"{SECRET}\n{new}")  # 1: accepted, not signing
+        _wait_for_health(base_url, lambda h: h["jwt_kids"] == [old_kid, new_kid])
+        assert works(by_new) == 200 and works(token) == 200 and issued_kid() == old_kid
+        _write_secret(path, f"{new},{SECRET}")  # 2: signing; the old key still verifies
+        _wait_for_health(base_url, lambda h: h["jwt_kids"] == [new_kid, old_kid])
+        fresh = _token_for(base_url, "desk")
+        assert jwt.get_unverified_header(fresh)["kid"] == new_kid and works(fresh) == 200 and works(token) == 200
+        _write_secret(path, "too-short")  # a bad edit is refused; the keys in use stay
+        health = _wait_for_health(base_url, lambda h: h["auth_error"] is not None)
+        assert "too short" in health["auth_error"] and health["jwt_kids"] == [new_kid, old_kid] and works(token) == 200
+        _write_secret(path, new)  # 3: the old key retired
+        _wait_for_health(base_url, lambda h: h["jwt_kids"] == [new_kid] and h["auth_error"] is None)
+        r = httpx.get(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401 and "not one this service accepts" in r.json()["error_description"]
+        assert works(fresh) == 200
+    finally:
+        _write_secret(path, SECRET)
+        for url, replicas in ((urls[APP], 1), (urls[LIMITED], 2), (urls[PROXIED], 1)):
+            _wait_for_health(url, lambda h: h["jwt_kids"] == [old_kid] and h["auth_error"] is None, samples=4 * replicas)
+    assert works(token) == 200
+
+
 # --- metrics -------------------------------------------------------------------------------
 
 
@@ -585,7 +1102,7 @@ def test_our_metrics_and_serves_reach_prometheus(client: httpx.Client):
 # --- the CLI -------------------------------------------------------------------------------
 
 
-def _cli_env(tmp_path_factory, ray_head: BotmainConfig, port: int) -> dict[str, str]:
+def _cli_env(tmp_path_factory, ray_head: BotmainConfig, port: int, secret_files: dict[str, str]) -> dict[str, str]:
     """A configuration directory like the session's, with the service on ``port``."""
     import yaml
 
@@ -595,15 +1112,16 @@ def _cli_env(tmp_path_factory, ray_head: BotmainConfig, port: int) -> dict[str, 
     directory = write_config_dir(tmp_path_factory.mktemp("cli") / "configs", serve={"port": port})
     for name in ("store", "cluster"):  # the session's store and Ray head
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(yaml.safe_load((session_dir / f"{name}.yaml").read_text())))
-    return {"BOTMAIN_CONFIG_DIR": str(directory), "BOTMAIN_PG_DSN": "", **ENVIRON}
+    return {"BOTMAIN_CONFIG_DIR": str(directory), "BOTMAIN_PG_DSN": "", **secret_files}
 
 
-def test_botmain_decide_prints_the_answer_with_live_or_recorded_state(tmp_path_factory, ray_head, lake_config, serve_port, base_url, models):
+def test_botmain_decide_prints_the_answer_with_live_or_recorded_state(tmp_path_factory, ray_head, lake_config, serve_port, base_url,
+                                                                     models, serve_secret_files):
     from click.testing import CliRunner
 
     from cluster.cli_serve import decide
 
-    env = _cli_env(tmp_path_factory, ray_head, serve_port)
+    env = _cli_env(tmp_path_factory, ray_head, serve_port, serve_secret_files)
     result = CliRunner().invoke(decide, ["SOL-PERP", "buy", "10", "--horizon", "8"], env=env)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -616,14 +1134,14 @@ def test_botmain_decide_prints_the_answer_with_live_or_recorded_state(tmp_path_f
     assert result.exit_code == 1 and "422" in result.output and "instrument: unknown instrument 'DOGE-PERP'" in result.output
 
 
-def test_botmain_serve_deploys_and_stops_the_application(tmp_path_factory, ray_head, serve_port, base_url):
+def test_botmain_serve_deploys_and_stops_the_application(tmp_path_factory, ray_head, serve_port, base_url, serve_secret_files):
     """Last: it replaces the tests' ``venue-selector`` with the CLI's own deployment."""
     from click.testing import CliRunner
 
     from cluster.cli_serve import serve_command
 
-    env = _cli_env(tmp_path_factory, ray_head, serve_port)
-    result = CliRunner().invoke(serve_command, [], env={k: v for k, v in env.items() if k != "BOTMAIN_JWT_SECRET"})
+    env = _cli_env(tmp_path_factory, ray_head, serve_port, serve_secret_files)
+    result = CliRunner().invoke(serve_command, [], env={k: v for k, v in env.items() if k != "BOTMAIN_JWT_SECRET_FILE"})
     assert result.exit_code == 1 and "BOTMAIN_JWT_SECRET is not set" in result.output
     result = CliRunner().invoke(serve_command, [], env=env)
     assert result.exit_code == 0, result.output

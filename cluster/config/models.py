@@ -6,9 +6,10 @@ Secrets never live here: see ``cluster.config.secrets``.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from cluster.domain import MarketKind, VenueKind
 
@@ -233,6 +234,37 @@ class JwtConfig(Strict):
     audience: str = "botmain-api"
     ttl_s: Annotated[int, Field(ge=1, le=86_400)] = 900
     algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    leeway_s: Annotated[int, Field(ge=0, le=300)] = Field(
+        30, description="clock skew allowed between the node that issued a token and the one that checks it (exp, iat)"
+    )
+
+
+def _ip_network(value: str) -> str:
+    """An address or a CIDR network, normalised (``10.0.0.1`` -> ``10.0.0.1/32``)."""
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+
+
+def _a_path(value: str) -> str:
+    """A file's path, never its contents: a PEM block pasted into YAML would put a private
+    key in the repository, which the loader's secret-key check exists to prevent."""
+    if "-----BEGIN" in value or "\n" in value:
+        raise ValueError("expected the path of a PEM file, not the PEM text itself (keep the key in a file outside the repository)")
+    if not value.strip():
+        raise ValueError("expected the path of a PEM file")
+    return value
+
+
+class TlsConfig(Strict):
+    """HTTPS at Serve's own proxy (``HTTPOptions.ssl_certfile`` / ``ssl_keyfile``): paths to a
+    PEM certificate (chain) and its private key, relative to the project root or absolute,
+    on every node that runs a proxy. The key must not be password-protected: Serve would
+    keep the password in its controller's state (the GCS), where secrets do not belong."""
+
+    cert_file: Annotated[str, AfterValidator(_a_path)]
+    key_file: Annotated[str, AfterValidator(_a_path)]
 
 
 class BatchConfig(Strict):
@@ -249,11 +281,19 @@ class BatchConfig(Strict):
 class ServeConfig(Strict):
     host: str = "127.0.0.1"
     port: Port = 8000
+    tls: TlsConfig | None = None
     replicas: Annotated[int, Field(ge=1)] = 1
     rate_limit: RateLimitConfig = RateLimitConfig()
+    trusted_proxies: list[Annotated[str, AfterValidator(_ip_network)]] = Field(
+        default_factory=list,
+        description="proxies whose X-Forwarded-For is believed; the rate limit keys on the address that results",
+    )
     jwt: JwtConfig = JwtConfig()
     batch: BatchConfig = BatchConfig()
     model_poll_s: Annotated[float, Field(gt=0, le=3600)] = Field(2.0, description="how often each replica checks the active model version")
+    auth_reload_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        5.0, description="how often each replica re-reads the JWT keys and API clients (their _FILE variants can change)"
+    )
 
 
 # --- simulation.yaml ----------------------------------------------------------------

@@ -23,8 +23,8 @@ SECRET_KEY_PATTERN = re.compile(
 
 KNOWN_SECRETS = {
     "PG_DSN": "PostgreSQL DSN; unset = start the embedded server",
-    "JWT_SECRET": "HMAC key that signs the venue selector's access tokens",
-    "API_CLIENTS": "client_id:client_secret pairs allowed to request tokens (comma separated)",
+    "JWT_SECRET": "HMAC keys of the venue selector's access tokens (comma or newline separated; the first signs, all verify)",
+    "API_CLIENTS": "client_id:client_secret[:scope+scope] entries allowed to request tokens (comma separated; scopes decide, admin)",
     "DRIFT_KEYPAIR": "Solana keypair for Drift (JSON array or base58)",
     "SOLANA_RPC_URL": "Solana RPC endpoint (may embed a provider key)",
     "JUPITER_API_KEY": "Jupiter API key (x-api-key)",
