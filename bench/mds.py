@@ -5,10 +5,11 @@ of book, trades, and the depth stream rebuilt into 1 s L2 snapshots of 20 levels
 into a temporary lake: about 126,000 events over six minutes of market time.
 
 Pipeline: the replay feed actor -> the MDS actor (consolidated best prices, staleness,
-bars, persistence into an embedded PostgreSQL 16 with batched COPY) -> one subscribed
-strategy actor (``StrategyHost`` hosting ``ema_cross``, receiving quotes, trades and books).
-Three Ray processes on a local cluster with 2 CPUs; the market data moves over batch
-streams (actors/batch_stream.py), Ray calls carry the control plane.
+bars, persistence into an embedded PostgreSQL 16 with batched COPY through its writer
+actor) -> one subscribed strategy actor (``StrategyHost`` hosting ``ema_cross``, receiving
+quotes, trades and books). Three Ray processes on a local cluster with 2 CPUs; the market
+data moves over batch links (actors/stream/: ZeroMQ with CURVE, MessagePack), Ray calls
+carry the control plane.
 
 * end to end, as fast as possible: events received by the strategy / (its last receipt -
   the production time of the first event). Run twice: with persistence and without.
@@ -24,9 +25,9 @@ streams (actors/batch_stream.py), Ray calls carry the control plane.
   same payload size as one event, (a) one at a time, awaited (round-trip rate and
   latency), (b) pipelined, 20,000 in flight (the most calls/s Ray itself does here); and
   the latency floor of the same shape with no work: source -> relay -> sink actors
-  passing 50-event batches at a steady 10,000 events/s, once by Ray actor calls and once
-  over batch streams (actors/batch_stream.py: the transport the pipeline uses for its
-  market data, Ray calls being its control plane).
+  passing 50-event batches at a steady 10,000 events/s, by Ray actor calls, over the
+  batch links the pipeline uses, and over the pickle-over-TCP streams the links replaced
+  (bench/legacy_batch_stream.py, kept here only as that reference).
 
 The last line is one JSON object with every figure.
 """
@@ -44,12 +45,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from actors import names, topology  # noqa: E402
-from actors.batch_stream import BatchReceiver, BatchSender  # noqa: E402
+import legacy_batch_stream  # noqa: E402
+from actors.stream import BatchReceiver, BatchSender, StreamKeys  # noqa: E402
 from actors.strategy_host import StrategyHost  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.config.models import LakeConfig  # noqa: E402
@@ -160,9 +163,11 @@ class StreamSink:
     def __init__(self) -> None:
         self.samples: list[tuple[int, int, int]] = []
 
-    async def listen(self):
-        self.receiver = BatchReceiver(lambda batch: _sample(self.samples, batch), "bench-sink")
-        return await self.receiver.start()
+    async def listen(self, relay_key: bytes):
+        self.receiver = BatchReceiver(lambda batch, origin: _sample(self.samples, batch), "bench-sink")
+        address = await self.receiver.start()
+        self.receiver.allow(relay_key, "bench-relay")
+        return address
 
     async def latency(self, warmup_s: float) -> dict:
         return _latency(self.samples, warmup_s)
@@ -170,19 +175,33 @@ class StreamSink:
 
 @ray.remote
 class StreamRelay:
-    async def listen(self, sink_address):
-        self.sender = await BatchSender.connect(sink_address, "bench-relay->sink")
-        self.receiver = BatchReceiver(self.take, "bench-relay")
-        return await self.receiver.start()
+    def __init__(self) -> None:
+        self.keys = StreamKeys.generate()
 
-    async def take(self, batch: EventBatch) -> None:
+    async def key(self) -> bytes:
+        return self.keys.public
+
+    async def listen(self, sink_address, source_key: bytes):
+        self.sender = await BatchSender.connect(sink_address, "bench-relay->sink", self.keys)
+        self.receiver = BatchReceiver(self.take, "bench-relay")
+        address = await self.receiver.start()
+        self.receiver.allow(source_key, "bench-source")
+        return address
+
+    async def take(self, batch: EventBatch, origin) -> None:
         await self.sender.send(batch)
 
 
 @ray.remote
 class StreamSource:
+    def __init__(self) -> None:
+        self.keys = StreamKeys.generate()
+
+    async def key(self) -> bytes:
+        return self.keys.public
+
     async def run(self, relay_address, rate: float, batch_events: int, seconds: float) -> None:
-        sender = await BatchSender.connect(relay_address, "bench-source->relay")
+        sender = await BatchSender.connect(relay_address, "bench-source->relay", self.keys)
         quote = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
         gap = batch_events / rate
         start = time.monotonic()
@@ -195,10 +214,63 @@ class StreamSource:
 
 
 def stream_two_hops(rate: float, seconds: float = 12.0) -> dict:
-    """The same floor over batch streams (the pipeline's transport for market data)."""
+    """The same floor over batch links (the pipeline's transport for market data)."""
     sink = StreamSink.options(num_cpus=0).remote()
     relay = StreamRelay.options(num_cpus=0).remote()
     source = StreamSource.options(num_cpus=0).remote()
+    sink_address = ray.get(sink.listen.remote(ray.get(relay.key.remote())))
+    relay_address = ray.get(relay.listen.remote(sink_address, ray.get(source.key.remote())))
+    ray.get(source.run.remote(relay_address, rate, 50, seconds))
+    result = ray.get(sink.latency.remote(WARMUP_S))
+    for actor in (source, relay, sink):
+        ray.kill(actor)
+    return result
+
+
+@ray.remote
+class LegacySink:
+    def __init__(self) -> None:
+        self.samples: list[tuple[int, int, int]] = []
+
+    async def listen(self):
+        self.receiver = legacy_batch_stream.BatchReceiver(lambda batch: _sample(self.samples, batch), "bench-sink")
+        return await self.receiver.start()
+
+    async def latency(self, warmup_s: float) -> dict:
+        return _latency(self.samples, warmup_s)
+
+
+@ray.remote
+class LegacyRelay:
+    async def listen(self, sink_address):
+        self.sender = await legacy_batch_stream.BatchSender.connect(sink_address, "bench-relay->sink")
+        self.receiver = legacy_batch_stream.BatchReceiver(self.take, "bench-relay")
+        return await self.receiver.start()
+
+    async def take(self, batch: EventBatch) -> None:
+        await self.sender.send(batch)
+
+
+@ray.remote
+class LegacySource:
+    async def run(self, relay_address, rate: float, batch_events: int, seconds: float) -> None:
+        sender = await legacy_batch_stream.BatchSender.connect(relay_address, "bench-source->relay")
+        quote = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
+        gap = batch_events / rate
+        start = time.monotonic()
+        k = 0
+        while time.monotonic() - start < seconds:
+            await sender.send(EventBatch([quote] * batch_events, time.time_ns(), "raw"))
+            k += 1
+            await asyncio.sleep(max(start + k * gap - time.monotonic(), 0.0))
+        await sender.close()
+
+
+def legacy_two_hops(rate: float, seconds: float = 12.0) -> dict:
+    """The same floor over the pickle-over-TCP streams the links replaced (reference only)."""
+    sink = LegacySink.options(num_cpus=0, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "bench")}}).remote()
+    relay = LegacyRelay.options(num_cpus=0, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "bench")}}).remote()
+    source = LegacySource.options(num_cpus=0, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "bench")}}).remote()
     relay_address = ray.get(relay.listen.remote(ray.get(sink.listen.remote())))
     ray.get(source.run.remote(relay_address, rate, 50, seconds))
     result = ray.get(sink.latency.remote(WARMUP_S))
@@ -220,18 +292,22 @@ def raw_two_hops(rate: float, seconds: float = 12.0) -> dict:
     return result
 
 
-def run_pipeline(config, dsn: str | None, speed, rate: float | None = None) -> dict:
+def run_pipeline(config, store: bool, speed, rate: float | None = None) -> dict:
     replay = config.market_data.feeds.replay.model_copy(
         update={"speed": speed, "rate": rate, "instruments": INSTRUMENTS, "kinds": KINDS}
     )
-    md = config.market_data.model_copy(update={"feeds": config.market_data.feeds.model_copy(update={"replay": replay})})
+    mds = config.market_data.mds
+    if not store:
+        mds = mds.model_copy(update={"persist": mds.persist.model_copy(update={"enabled": False}),
+                                     "record": mds.record.model_copy(update={"enabled": False})})
+    md = config.market_data.model_copy(update={"mds": mds, "feeds": config.market_data.feeds.model_copy(update={"replay": replay})})
     config = dataclasses.replace(config, market_data=md)
-    topology.start_market_data(config, dsn, feeds=[])
+    topology.start_market_data(config, feeds=[])
     host = StrategyHost.options(name=names.strategy_actor("bench"), namespace=names.NAMESPACE, num_cpus=0).remote(
         "bench", "ema_cross", None, ["quote", "trade", "book"]
     )
     ray.get(host.start.remote())
-    topology.start_market_data(config, dsn, feeds=["replay"])
+    topology.start_market_data(config, feeds=["replay"])
     feed = ray.get_actor(names.feed_actor("replay"), namespace=names.NAMESPACE)
     health = ray.get(feed.wait_finished.remote())
     mds = ray.get_actor(names.MDS, namespace=names.NAMESPACE)
@@ -266,7 +342,12 @@ def main() -> None:
     pg = EmbeddedPostgres(base / "pg", port=free_port(), database="bench", settings={"fsync": "off"})
     try:
         config = load_config()
-        config = dataclasses.replace(config, store=config.store.model_copy(update={"lake": LakeConfig(root=str(base / "lake"))}))
+        # The writer actor finds the bench's store through the configuration, as in a cluster.
+        embedded = config.store.postgres.embedded.model_copy(update={
+            "data_dir": str(pg.data_dir), "password_file": str(pg.password_file), "port": pg.port, "database": "bench"})
+        postgres = config.store.postgres.model_copy(update={"embedded": embedded})
+        config = dataclasses.replace(config, store=config.store.model_copy(update={
+            "lake": LakeConfig(root=str(base / "lake")), "postgres": postgres}))
         lake = Lake(config.lake_root)
         resolver = InstrumentResolver(config)
         for path in FILES:
@@ -288,6 +369,7 @@ def main() -> None:
         raw = raw_actor_calls()
         floor = raw_two_hops(PACED_RATE)
         stream_floor = stream_two_hops(PACED_RATE)
+        legacy_floor = legacy_two_hops(PACED_RATE)
         # Event-time span of the data, for the pacing: speed = target rate / recorded rate.
         from actors.feeds.replay import ReplayFeed
 
@@ -296,10 +378,10 @@ def main() -> None:
         recorded_rate = len(ts) / ((ts[-1] - ts[0]) / 1e9)
         speed = PACED_RATE / recorded_rate
 
-        max_store = run_pipeline(config, dsn, "max")
-        max_nostore = run_pipeline(config, None, "max")
-        steady = run_pipeline(config, dsn, "max", rate=PACED_RATE)
-        paced = run_pipeline(config, dsn, speed)
+        max_store = run_pipeline(config, True, "max")
+        max_nostore = run_pipeline(config, False, "max")
+        steady = run_pipeline(config, True, "max", rate=PACED_RATE)
+        paced = run_pipeline(config, True, speed)
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -314,7 +396,8 @@ def main() -> None:
         ("  of which feed -> MDS", "", f"p50 {steady['feed_to_mds']['p50_ms']:.2f} ms, p99 {steady['feed_to_mds']['p99_ms']:.2f} ms"),
         (f"recorded pacing, speed {speed:.1f}x (avg {PACED_RATE:,.0f}/s)", f"{paced['events_per_s']:,.0f} events/s", f"latency p50 {paced['p50_ms']:.2f} ms, p99 {paced['p99_ms']:.2f} ms, max {paced['max_ms']:.2f} ms (bursts to ~55,000/s)"),
         (f"raw two hops by Ray calls, no work, {PACED_RATE:,.0f}/s", "", f"latency p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms, max {floor['max_ms']:.2f} ms (source -> relay -> sink actors, 50-event batches)"),
-        (f"raw two hops by batch streams, no work, {PACED_RATE:,.0f}/s", "", f"latency p50 {stream_floor['p50_ms']:.2f} ms, p99 {stream_floor['p99_ms']:.2f} ms, max {stream_floor['max_ms']:.2f} ms (the same, over the pipeline's transport)"),
+        (f"raw two hops by batch links, no work, {PACED_RATE:,.0f}/s", "", f"latency p50 {stream_floor['p50_ms']:.2f} ms, p99 {stream_floor['p99_ms']:.2f} ms, max {stream_floor['max_ms']:.2f} ms (the same, over the pipeline's transport: ZeroMQ, CURVE, MessagePack)"),
+        (f"raw two hops by the old pickle streams, {PACED_RATE:,.0f}/s", "", f"latency p50 {legacy_floor['p50_ms']:.2f} ms, p99 {legacy_floor['p99_ms']:.2f} ms, max {legacy_floor['max_ms']:.2f} ms (the transport the links replaced, for comparison)"),
         ("raw Ray actor calls, one at a time", f"{raw['raw_calls_per_s_sequential']:,.0f} calls/s", f"round trip p50 {raw['raw_call_p50_ms']:.2f} ms, p99 {raw['raw_call_p99_ms']:.2f} ms"),
         ("raw Ray actor calls, pipelined", f"{raw['raw_calls_per_s_pipelined']:,.0f} calls/s", "20,000 calls in flight"),
     ]
@@ -352,6 +435,9 @@ def main() -> None:
         "stream_two_hops_p50_ms": stream_floor["p50_ms"],
         "stream_two_hops_p99_ms": stream_floor["p99_ms"],
         "stream_two_hops_max_ms": stream_floor["max_ms"],
+        "legacy_two_hops_p50_ms": legacy_floor["p50_ms"],
+        "legacy_two_hops_p99_ms": legacy_floor["p99_ms"],
+        "legacy_two_hops_max_ms": legacy_floor["max_ms"],
         "e2e_over_raw_pipelined": ratio,
     }
     print(json.dumps(figures))

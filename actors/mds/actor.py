@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import uuid
 
 import ray
 
@@ -43,6 +44,7 @@ class MdsActor:
         self.clock = clock
         self.limits = StreamLimits.from_config(config.market_data.stream)
         self.keys = StreamKeys.generate()  # the MDS's own key for its links to subscribers
+        self.incarnation = uuid.uuid4().hex[:12]  # new in every process: a restart shows in status
         self.server: MarketDataServer | None = None
         self.receiver: BatchReceiver | None = None
         self.store_actor = None
@@ -114,11 +116,11 @@ class MdsActor:
         """The public key this MDS connects to subscribers' receivers with."""
         return self.keys.public
 
-    async def resume_cursor(self, source: str) -> int | None:
-        """Where ``source`` stands after its last batch whose rows are stored (a restarted
-        replay resumes there); None if this MDS has no stored batch of it."""
+    async def resume_cursor(self, peer: str) -> int | None:
+        """Where the feed run ``peer`` stands after its last batch whose rows are stored (a
+        restarted replay resumes there); None if this MDS has no stored batch of it."""
         await asyncio.shield(self._started)
-        return self.server.durability.cursors.get(source)
+        return self.server.durability.cursors.get(peer)
 
     @ray.method(max_task_retries=0)
     async def publish_signal(self, signal: Signal) -> None:
@@ -167,6 +169,7 @@ class MdsActor:
     async def status(self) -> dict:
         await asyncio.shield(self._started)
         status = self.server.status()
+        status["incarnation"] = self.incarnation
         status["stream"] = {"handled": self.receiver.handled, "duplicates": self.receiver.duplicates,
                             "rejected": dict(self.receiver.rejected)}
         return status

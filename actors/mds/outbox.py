@@ -7,7 +7,7 @@ Two ledgers, both in the MDS's memory:
   one whose rows are safely stored (PostgreSQL and the lake). The MDS's answer to each
   batch carries the latter, and a feed keeps every batch until it is covered, so that a
   restarted MDS is sent again exactly what it might not have stored. For a feed that can
-  resume (a replay) it also keeps the stored ``cursor`` by source name.
+  resume (a replay) it also keeps the stored ``cursor`` by the run's name.
 * ``Outbox``: the hand-overs of rows sent to the ``mds-store`` actor and not yet reported
   stored. Each hand-over records the feeds' marks at its cut; when the store reports it
   stored, those marks become durable. If the store actor restarted (a new incarnation),
@@ -20,6 +20,7 @@ store that stays away costs counted rows, never the MDS's memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 from collections import deque
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Mark:
     seq: int
-    source: str
+    peer: str  # the name the stream was allowed under (a feed run: feed:replay@<run id>)
     cursor: int | None
 
 
@@ -41,10 +42,10 @@ class Durability:
         self._since_cut: dict[bytes, Mark] = {}
         self.handled: dict[bytes, Mark] = {}
         self.durable: dict[bytes, int] = {}  # stream key -> last seq whose rows are stored
-        self.cursors: dict[str, int] = {}  # source -> cursor after its last stored batch
+        self.cursors: dict[str, int] = {}  # peer -> cursor after its last stored batch
 
-    def handled_batch(self, key: bytes, seq: int, source: str, cursor: int | None) -> None:
-        mark = Mark(seq, source, cursor)
+    def handled_batch(self, key: bytes, seq: int, peer: str, cursor: int | None) -> None:
+        mark = Mark(seq, peer, cursor)
         self.handled[key] = mark
         self._since_cut[key] = mark
 
@@ -59,7 +60,7 @@ class Durability:
             if mark.seq > self.durable.get(key, 0):
                 self.durable[key] = mark.seq
             if mark.cursor is not None:
-                self.cursors[mark.source] = mark.cursor
+                self.cursors[mark.peer] = mark.cursor
 
     def durable_seq(self, key: bytes) -> int:
         return self.durable.get(key, 0)
@@ -107,6 +108,7 @@ class Outbox:
     resent: int = 0  # hand-overs sent again to a restarted store actor
     dropped: dict[str, int] = field(default_factory=dict)
     _next_id: int = 1
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one hand-over or sync at a time, in order
 
     @property
     def pending_rows(self) -> int:
@@ -115,6 +117,10 @@ class Outbox:
     async def hand_over(self, rows: dict[str, dict[str, list[tuple]]], marks: dict[bytes, Mark]) -> None:
         """Send one cut of rows (and the marks it covers) to the store, keeping it until the
         store reports it stored; a cut without rows is stored as soon as those before it."""
+        async with self._lock:
+            await self._hand_over(rows, marks)
+
+    async def _hand_over(self, rows: dict[str, dict[str, list[tuple]]], marks: dict[bytes, Mark]) -> None:
         counts = {sink: {t: len(r) for t, r in tables.items() if r} for sink, tables in rows.items()}
         counts = {sink: tables for sink, tables in counts.items() if tables}
         if not counts:
@@ -128,16 +134,21 @@ class Outbox:
             self.kept.append(Handover(self._next_id, pickle.dumps(rows, protocol=5), counts, dict(marks)))
             self._next_id += 1
             self._bound()
-        await self.sync()
+        await self._sync()
 
-    async def sync(self) -> None:
+    async def sync(self, refresh: bool = False) -> None:
         """Send what has not been sent (all of it to a restarted store), then confirm what
-        the store reports stored."""
-        if not self.kept:
+        the store reports stored; ``refresh`` asks for the store's status even with nothing
+        kept (for a report)."""
+        async with self._lock:
+            await self._sync(refresh)
+
+    async def _sync(self, refresh: bool = False) -> None:
+        if not self.kept and not refresh:
             return
         try:
             sent = False
-            for handover in self.kept:
+            for handover in list(self.kept):
                 if handover.ticket is None and handover.rows:
                     self._take(await self.store.add(handover.id, handover.payload), handover)
                     sent = True

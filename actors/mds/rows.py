@@ -7,7 +7,8 @@ cuts what is queued, by sink and table, for the ``mds-store`` actor. Rows name t
 instrument by key (``venue:SYMBOL``); the store actor maps keys to PostgreSQL ids, so the
 MDS never touches the database. The buffer is bounded by ``max_pending_rows``: past it new
 rows are dropped, counted per table under ``store_backlog`` and logged. Book snapshots
-are thinned to one per instrument per ``book_interval_ms`` of event time (both sinks).
+stored in PostgreSQL are thinned to one per instrument per ``book_interval_ms`` of event
+time; the lake gets every one.
 
 A replay's events came from a lake: they go to PostgreSQL as before, but to the lake only
 if ``record.replay`` is set (and then into a lake of their own), so that a replay never
@@ -90,11 +91,11 @@ class RowBuffer:
             return
         to_pg = table in self.pg_tables
         to_lake = table in self.lake_tables and (self.record_replay or not replayed)
+        if to_pg and table == "book_snapshots" and self._thinned(event):
+            to_pg = False  # by design (book_interval_ms), not a drop; the lake keeps every book
         if not (to_pg or to_lake):
             return
         row = self._row(table, event)
-        if row is None:
-            return
         n = to_pg + to_lake
         if self.pending + n > self.settings.max_pending_rows:
             self._drop(table, "store_backlog", n)
@@ -124,16 +125,20 @@ class RowBuffer:
         if before == 0 or before // 10_000 != self.dropped[table] // 10_000:
             log.error("%s: %d rows dropped so far (%s)", table, self.dropped[table], reason)
 
-    def _row(self, table: str, e) -> tuple | None:
+    def _thinned(self, book) -> bool:
+        """At most one stored book per instrument per ``book_interval_ms`` of event time."""
+        last = self._last_book_ns.get(book.instrument)
+        if last is not None and 0 <= book.ts_ns - last < self._book_gap_ns:
+            return True
+        self._last_book_ns[book.instrument] = book.ts_ns
+        return False
+
+    def _row(self, table: str, e) -> tuple:
         if table == "quotes":
             return (e.instrument, e.ts_ns, e.seq, e.bid, e.bid_size, e.ask, e.ask_size)
         if table == "market_trades":
             return (e.instrument, e.ts_ns, e.trade_id, e.price, e.size, e.side.value)
         if table == "book_snapshots":
-            last = self._last_book_ns.get(e.instrument)
-            if last is not None and 0 <= e.ts_ns - last < self._book_gap_ns:
-                return None  # thinned, by design (book_interval_ms), not a drop
-            self._last_book_ns[e.instrument] = e.ts_ns
             return (
                 e.instrument,
                 e.ts_ns,
@@ -159,4 +164,4 @@ class RowBuffer:
             return (e.item_id, e.source, e.ts_ns, e.title, e.url, e.summary, list(e.instruments), e.sentiment)
         if table == "strategy_signals":
             return (e.instrument, e.strategy, e.name, e.ts_ns, e.value, orjson.dumps(e.payload).decode())
-        return None
+        raise ValueError(f"no row for table {table}")

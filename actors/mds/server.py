@@ -109,7 +109,7 @@ class MarketDataServer:
         recv_ns = time.time_ns()
         events = batch.events
         if origin is not None:
-            self.durability.handled_batch(origin.key, origin.seq, batch.source, batch.cursor)
+            self.durability.handled_batch(origin.key, origin.seq, origin.peer, batch.cursor)
         if not events:
             return self._answer(origin, 0)
         derived: list = []
@@ -137,9 +137,9 @@ class MarketDataServer:
                 best = self.view.on_quote(e)
                 if best is not None:
                     derived.append(best)
-                self._bar_closed(self.bars.on_quote(e), derived)
+                self._bar_closed(self.bars.on_quote(e), derived, replayed)
             elif t is Trade:
-                self._bar_closed(self.bars.on_trade(e), derived)
+                self._bar_closed(self.bars.on_trade(e), derived, replayed)
             elif t is L2Book:
                 best = self.view.on_book(e)
                 if best is not None:
@@ -180,13 +180,14 @@ class MarketDataServer:
         for kind, n in kinds.items():
             self.metrics.events(source, kind, n)
 
-    def _bar_closed(self, bar: Bar | None, derived: list) -> None:
-        """A finished bar goes to the subscribers (with the batch) and to the store."""
+    def _bar_closed(self, bar: Bar | None, derived: list, replayed: bool = False) -> None:
+        """A finished bar goes to the subscribers (with the batch) and to the store; built
+        from a replay's events, it is recorded in the lake only as a replay's own are."""
         if bar is None:
             return
         derived.append(bar)
         if self.rows is not None:
-            self.rows.accept(bar)  # built here from what was seen: recorded like any bar
+            self.rows.accept(bar, replayed)
 
     def _went_stale(self, changes: list[VenueStatus]) -> list:
         out: list = []
@@ -246,17 +247,22 @@ class MarketDataServer:
         await self.outbox.hand_over(self.rows.take(), self.durability.cut())
 
     async def flush_store(self, timeout_s: float = 30.0) -> bool:
-        """Hand everything over now and wait until it is stored (tests, shutdown)."""
+        """Hand everything over now and wait until it is stored (tests, shutdown); False if
+        the store did not have it all within ``timeout_s``."""
         if self.outbox is None:
             return True
         deadline = time.monotonic() + timeout_s
-        await self.forward_rows()
-        done = await self.store.drain(timeout_s)
-        while self.outbox.kept and time.monotonic() < deadline:
+        while True:
+            await self.forward_rows()
+            if not self.outbox.kept and self.rows.pending == 0:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await self.store.drain(min(left, 5.0))  # the writer writes what it holds now
             await self.outbox.sync()
-            if self.outbox.kept:
-                await asyncio.sleep(0.05)
-        return done and not self.outbox.kept and self.rows.pending == 0
+        await self.outbox.sync(refresh=True)  # the report shows the store as it is now
+        return True
 
     def store_report(self) -> dict | None:
         if self.outbox is None:

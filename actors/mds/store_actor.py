@@ -95,6 +95,7 @@ class StoreActor:
                 log.warning("mds-store: cannot register instruments yet (%s); retrying", self.pg_error)
                 await asyncio.sleep(REGISTER_RETRY_S)
 
+    @ray.method(max_task_retries=-1)  # queries are idempotent: retried across a restart
     async def ready(self, timeout_s: float = 60.0) -> dict:
         """Wait until both sinks run (PostgreSQL reachable and instruments registered)."""
         await asyncio.wait_for(asyncio.shield(self._started), timeout_s)
@@ -115,6 +116,7 @@ class StoreActor:
             ticket["lake"] = dict(self.recorder.enqueued)
         return {**self.status_now(), "handover": handover_id, "ticket": ticket}
 
+    @ray.method(max_task_retries=-1)
     async def status(self) -> dict:
         return self.status_now()
 
@@ -132,6 +134,7 @@ class StoreActor:
         status["resolved"] = resolved
         return status
 
+    @ray.method(max_task_retries=-1)
     async def drain(self, timeout_s: float = 30.0) -> bool:
         await asyncio.shield(self._started)
         loop = asyncio.get_running_loop()

@@ -192,6 +192,10 @@ class BatchReceiver:
                 raise
             except Exception:  # a bug of ours on one frame must not end the stream
                 log.exception("%s: failed on a frame", self.name)
+            # libzmq queues whole frames off the loop, so a frame already waiting comes back
+            # without suspending: yield, or a busy sender would starve every other task here
+            # (the MDS's deliveries to its subscribers) until its stream paused.
+            await asyncio.sleep(0)
 
     async def _on_frames(self, parts: list) -> None:
         routing = parts[0].bytes

@@ -580,7 +580,7 @@ class MdsConfig(Strict):
         "auto", description="staleness clock; auto = event time while replay is the only feed, else wall time"
     )
     fanout_interval_ms: Annotated[float, Field(gt=0, le=1000)] = Field(
-        5.0, description="at most one batch per interval to each subscriber; an idle stream sends at once"
+        1.0, description="at most one batch per interval to each subscriber; an idle stream sends at once"
     )
     fanout_batch_max: Annotated[int, Field(ge=1)] = 5000
     subscriber_max_pending: Annotated[int, Field(ge=1)] = 200_000
