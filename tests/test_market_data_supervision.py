@@ -321,3 +321,46 @@ def _backtest(config: BotmainConfig):
     settings = SimSettings.from_config(config, resolved.instruments, resolved.instance)
     frame, market = market_with_books(config, frame, settings)
     return backtest(strategy, frame, settings, market)
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def test_the_store_password_reaches_no_actor_argument_status_dashboard_or_log(ray_cluster, replay_config, dsn, pg_server):
+    """The MDS, its writer and the feeds are constructed with the configuration only; the
+    writer reads the password from its own environment. So the password is in none of the
+    arguments Ray keeps in its GCS, no status, no dashboard listing and no Ray log."""
+    import json
+    from pathlib import Path
+
+    import ray
+    from ray import cloudpickle
+
+    from actors import names, topology
+    from cluster import runtime
+
+    password = pg_server.password_file.read_text().strip()
+    assert len(password) >= 16 and password in dsn  # the session store does use it
+    config = with_database(with_replay(replay_config, instruments=[SPOT], kinds=["quotes"], speed="max",
+                                       start="2024-08-08T23:58:00", end="2024-08-08T23:58:05"), dsn)
+    for args in ((config, "event"), (config,), ("replay", config, "run")):  # MdsActor, StoreActor, FeedActor
+        assert password.encode() not in cloudpickle.dumps(args)
+    topology.start_market_data(config, feeds=["replay"])
+    feed = ray.get_actor(names.feed_actor("replay"), namespace=names.NAMESPACE)
+    mds = ray.get_actor(names.MDS, namespace=names.NAMESPACE)
+    assert ray.get(feed.wait_finished.remote(120))["state"] == "finished"
+    assert ray.get(mds.flush_store.remote(60))
+    writer = ray.get_actor(names.MDS_STORE, namespace=names.NAMESPACE)
+    seen = [
+        json.dumps(ray.get(mds.status.remote()), default=str),
+        json.dumps(ray.get(writer.status.remote()), default=str),
+        json.dumps(topology.market_data_status(), default=str),
+        json.dumps(runtime.dashboard_get(runtime.endpoints(ray_cluster.cluster).dashboard_url,
+                                         "/api/v0/actors?limit=10000&detail=true")),
+    ]
+    assert _counts(dsn)["quotes"] > 0  # the writer did connect, with the password
+    assert not [text for text in seen if password in text]
+    logs = Path(ray_cluster.cluster.head.temp_dir)
+    leaked = [str(p) for p in logs.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert leaked == []
+    topology.stop_market_data()
