@@ -144,18 +144,22 @@ class RawRelay:
         await self.sink.take.remote(batch)
 
 
+async def paced(send, rate: float, batch_events: int, seconds: float) -> None:
+    """``rate`` events/s in batches of ``batch_events`` for ``seconds``, each send awaited."""
+    quote = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
+    gap = batch_events / rate
+    start = time.monotonic()
+    k = 0
+    while time.monotonic() - start < seconds:
+        await send(EventBatch([quote] * batch_events, time.time_ns(), "raw"))
+        k += 1
+        await asyncio.sleep(max(start + k * gap - time.monotonic(), 0.0))
+
+
 @ray.remote
 class RawSource:
     async def run(self, relay, rate: float, batch_events: int, seconds: float) -> None:
-        """``rate`` events/s in batches of ``batch_events``, each call awaited."""
-        quote = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
-        gap = batch_events / rate
-        start = time.monotonic()
-        k = 0
-        while time.monotonic() - start < seconds:
-            await relay.take.remote(EventBatch([quote] * batch_events, time.time_ns(), "raw"))
-            k += 1
-            await asyncio.sleep(max(start + k * gap - time.monotonic(), 0.0))
+        await paced(lambda batch: relay.take.remote(batch), rate, batch_events, seconds)
 
 
 @ray.remote
@@ -202,14 +206,7 @@ class StreamSource:
 
     async def run(self, relay_address, rate: float, batch_events: int, seconds: float) -> None:
         sender = await BatchSender.connect(relay_address, "bench-source->relay", self.keys)
-        quote = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
-        gap = batch_events / rate
-        start = time.monotonic()
-        k = 0
-        while time.monotonic() - start < seconds:
-            await sender.send(EventBatch([quote] * batch_events, time.time_ns(), "raw"))
-            k += 1
-            await asyncio.sleep(max(start + k * gap - time.monotonic(), 0.0))
+        await paced(sender.send, rate, batch_events, seconds)
         await sender.close()
 
 
@@ -255,22 +252,17 @@ class LegacyRelay:
 class LegacySource:
     async def run(self, relay_address, rate: float, batch_events: int, seconds: float) -> None:
         sender = await legacy_batch_stream.BatchSender.connect(relay_address, "bench-source->relay")
-        quote = Quote(1_723_161_255_000_000_000, "binanceusdm:BTC-PERP", 61000.1, 1.5, 61000.2, 2.5, 1)
-        gap = batch_events / rate
-        start = time.monotonic()
-        k = 0
-        while time.monotonic() - start < seconds:
-            await sender.send(EventBatch([quote] * batch_events, time.time_ns(), "raw"))
-            k += 1
-            await asyncio.sleep(max(start + k * gap - time.monotonic(), 0.0))
+        await paced(sender.send, rate, batch_events, seconds)
         await sender.close()
 
 
 def legacy_two_hops(rate: float, seconds: float = 12.0) -> dict:
     """The same floor over the pickle-over-TCP streams the links replaced (reference only)."""
-    sink = LegacySink.options(num_cpus=0, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "bench")}}).remote()
-    relay = LegacyRelay.options(num_cpus=0, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "bench")}}).remote()
-    source = LegacySource.options(num_cpus=0, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "bench")}}).remote()
+    # The old module lives in bench/: its workers need it on their path to unpickle the actors.
+    bench_path = {"env_vars": {"PYTHONPATH": str(ROOT / "bench")}}
+    sink = LegacySink.options(num_cpus=0, runtime_env=bench_path).remote()
+    relay = LegacyRelay.options(num_cpus=0, runtime_env=bench_path).remote()
+    source = LegacySource.options(num_cpus=0, runtime_env=bench_path).remote()
     relay_address = ray.get(relay.listen.remote(ray.get(sink.listen.remote())))
     ray.get(source.run.remote(relay_address, rate, 50, seconds))
     result = ray.get(sink.latency.remote(WARMUP_S))

@@ -52,7 +52,11 @@ def _actor_names(config: BotmainConfig) -> dict[str, str]:
     from cluster import runtime
 
     body = runtime.dashboard_get(runtime.endpoints(config.cluster).dashboard_url, "/api/v0/actors?limit=10000&detail=false")
-    return {a["name"]: a["state"] for a in body["data"]["result"]["result"] if a.get("name")}
+    states: dict[str, str] = {}
+    for a in body["data"]["result"]["result"]:
+        if a.get("name") and states.get(a["name"]) != "ALIVE":  # earlier tests' dead actors share the names
+            states[a["name"]] = a["state"]
+    return states
 
 
 def test_replay_through_named_actors_reaches_the_strategy_and_the_store(ray_cluster, replay_config, dsn):

@@ -10,47 +10,18 @@ seconds, most of it Ray starting the new process and its imports).
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-import asyncpg
 import pyarrow as pa
-import pyarrow.compute as pc
-import pytest
 
 from cluster.config import BotmainConfig
 from cluster.lake import Lake
 from tests.conftest import SAMPLE_BARS, with_database, with_replay
+from tests.test_market_data_cluster import _fetch, ray_cluster  # noqa: F401 - the module's cluster fixture
 
 USDM = "binanceusdm:BTC-PERP"
 SPOT = "binance:BTC-USDT"
 RECOVERY_S = 30.0
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(ray_head: BotmainConfig):
-    import ray
-
-    from actors import names
-    from cluster import runtime
-
-    ray.init(address=runtime.endpoints(ray_head.cluster).gcs_address, namespace=names.NAMESPACE, log_to_driver=False)
-    yield ray_head
-    from actors import topology
-
-    topology.stop_market_data()
-    ray.shutdown()
-
-
-def _fetch(dsn: str, sql: str):
-    async def go():
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(sql)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
 
 
 def _counts(dsn: str) -> dict[str, int]:
@@ -363,4 +334,43 @@ def test_the_store_password_reaches_no_actor_argument_status_dashboard_or_log(ra
     logs = Path(ray_cluster.cluster.head.temp_dir)
     leaked = [str(p) for p in logs.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
     assert leaked == []
+    topology.stop_market_data()
+
+
+def test_a_new_mds_takes_over_no_writer_that_writes_elsewhere(ray_cluster, replay_config, dsn, pg_server):
+    """A writer left running by an MDS that went away for good (killed, not restarted) keeps
+    its configuration; an MDS started with another store replaces it, and its rows land in
+    its own store."""
+    import asyncio as aio
+    import os
+
+    import ray
+
+    from actors import names, topology
+    from tests.conftest import _create_database, _db_counter
+
+    other = aio.run(_create_database(pg_server, f"t{os.getpid()}_{next(_db_counter)}", migrated=True))
+    first = with_database(with_replay(replay_config, instruments=[SPOT], kinds=["quotes"], speed="max",
+                                      start="2024-08-08T23:58:00", end="2024-08-08T23:58:02"), dsn)
+    topology.start_market_data(first, feeds=["replay"])
+    ray.get(ray.get_actor(names.feed_actor("replay"), namespace=names.NAMESPACE).wait_finished.remote(120))
+    ray.get(ray.get_actor(names.MDS, namespace=names.NAMESPACE).flush_store.remote(60))
+    writer = ray.get_actor(names.MDS_STORE, namespace=names.NAMESPACE)
+    old_settings = ray.get(writer.status.remote())["settings"]
+    ray.kill(ray.get_actor(names.MDS, namespace=names.NAMESPACE))  # gone for good; its writer stays
+    topology._wait_gone(names.MDS)
+    ray.kill(ray.get_actor(names.feed_actor("replay"), namespace=names.NAMESPACE))
+    topology._wait_gone(names.feed_actor("replay"))
+
+    second = with_database(with_replay(replay_config, instruments=[SPOT], kinds=["quotes"], speed="max",
+                                       start="2024-08-08T23:58:02", end="2024-08-08T23:58:04"), other)
+    topology.start_market_data(second, feeds=["replay"])
+    ray.get(ray.get_actor(names.feed_actor("replay"), namespace=names.NAMESPACE).wait_finished.remote(120))
+    assert ray.get(ray.get_actor(names.MDS, namespace=names.NAMESPACE).flush_store.remote(60))
+    new_settings = ray.get(ray.get_actor(names.MDS_STORE, namespace=names.NAMESPACE).status.remote())["settings"]
+    assert new_settings != old_settings
+    assert _counts(other)["quotes"] > 0 and _counts(dsn)["quotes"] > 0
+    first_window = _fetch(dsn, "SELECT max(ts) AS t FROM quotes")[0]["t"]
+    second_window = _fetch(other, "SELECT min(ts) AS t FROM quotes")[0]["t"]
+    assert first_window < second_window  # each MDS's rows in its own store
     topology.stop_market_data()

@@ -20,6 +20,11 @@ paces the stream so that one second of event time takes ``1/speed`` seconds, bur
 lulls included. ``rate`` (load testing) ignores the recorded times and publishes that many
 events per second, evenly.
 
+Resuming: each batch carries the replay's position after its last event (``cursor``); when
+Ray restarts the feed actor, it asks the MDS where the last batch whose rows are stored
+ended and starts there (``resume_at``), so a restart neither replays from the start nor
+leaves a gap.
+
 Simplifications: a book snapshot that the recording leaves crossed (a missed depth
 message) is skipped and counted as a ``crossed_book`` error rather than published; the
 replay does not model the feed latency the recording's ``ts_recv`` shows.

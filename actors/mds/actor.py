@@ -58,18 +58,7 @@ class MdsActor:
         m = metrics()
         rows = store = None
         if md.persist.enabled or md.record.enabled:
-            from actors.mds.store_actor import StoreActor
-
-            sup = self.config.market_data.supervision
-            self.store_actor = StoreActor.options(
-                name=names.MDS_STORE,
-                namespace=names.NAMESPACE,
-                lifetime="detached",
-                num_cpus=0,
-                get_if_exists=True,
-                max_restarts=sup.max_restarts,
-                max_task_retries=0,  # add is not idempotent: the MDS re-sends what a restart lost
-            ).remote(self.config)
+            self.store_actor = await self._writer()
             rows = RowBuffer(md.persist, md.record, on_drop=lambda table, reason, n: m.dropped("store", table, reason, n))
             store = _ActorStore(self.store_actor)
         self.server = MarketDataServer(self.config, self.clock, rows, store, m)
@@ -78,6 +67,42 @@ class MdsActor:
         await self.receiver.start()
         gc.freeze()  # see actors/__init__.py: keep startup objects out of the collector's walks
         asyncio.get_running_loop().create_task(self._announce())
+
+    async def _writer(self):
+        """The ``mds-store`` actor: the running one if it writes where and how this MDS's
+        configuration says (after a restart of this MDS it does, and keeps what it holds),
+        else, once the old one has written what it held, a new one."""
+        from actors.mds.store_actor import StoreActor, writer_settings
+
+        sup = self.config.market_data.supervision
+        options = dict(name=names.MDS_STORE, namespace=names.NAMESPACE, lifetime="detached", num_cpus=0,
+                       max_restarts=sup.max_restarts,
+                       max_task_retries=0)  # add is not idempotent: the MDS re-sends what a restart lost
+        try:
+            running = ray.get_actor(names.MDS_STORE, namespace=names.NAMESPACE)
+        except ValueError:
+            running = None
+        if running is not None:
+            try:
+                same = (await running.status.remote())["settings"] == writer_settings(self.config)
+            except Exception as exc:  # an old writer that cannot answer is replaced
+                log.warning("the running mds-store does not answer (%s): replacing it", exc)
+                same = False
+            if same:
+                return running
+            log.warning("the running mds-store writes elsewhere (another configuration): it writes what it holds, then a new one starts")
+            try:
+                await running.stop.remote()
+            except Exception:
+                pass
+            ray.kill(running, no_restart=True)
+            for _ in range(200):  # its name is free once the GCS has it dead
+                try:
+                    ray.get_actor(names.MDS_STORE, namespace=names.NAMESPACE)
+                except ValueError:
+                    break
+                await asyncio.sleep(0.05)
+        return StoreActor.options(**options, get_if_exists=True).remote(self.config)
 
     def _on_batch(self, batch: EventBatch, origin: Origin) -> int:
         return self.server.publish(batch, origin)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import logging
 import pickle
 import uuid
@@ -39,11 +40,20 @@ log = logging.getLogger(__name__)
 REGISTER_RETRY_S = 2.0
 
 
+def writer_settings(config: BotmainConfig) -> str:
+    """What makes one writer unlike another (where it writes, and how): a fingerprint an
+    MDS compares before it takes over a writer that is already running."""
+    md = config.market_data.mds
+    parts = [config.store.model_dump_json(), md.persist.model_dump_json(), md.record.model_dump_json(), str(config.root)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 @ray.remote
 class StoreActor:
     def __init__(self, config: BotmainConfig) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.config = config
+        self.settings_id = writer_settings(config)
         self.incarnation = uuid.uuid4().hex
         self.persister: StorePersister | None = None
         self.recorder: LakeRecorder | None = None
@@ -122,7 +132,7 @@ class StoreActor:
 
     def status_now(self) -> dict:
         resolved = {}
-        status: dict = {"incarnation": self.incarnation, "pg_error": self.pg_error}
+        status: dict = {"incarnation": self.incarnation, "settings": self.settings_id, "pg_error": self.pg_error}
         if self.persister is not None:
             resolved["pg"] = dict(self.persister.resolved)
             status.update(self.persister.status())
