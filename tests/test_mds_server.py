@@ -181,6 +181,21 @@ def test_bars_come_from_trades_or_from_quote_mids_when_an_interval_had_no_trade(
     assert builder.close_due(T0 + 10_000 * S) == []
 
 
+def test_a_bar_the_mds_did_not_see_from_its_start_is_not_emitted():
+    """Started (or restarted) mid-interval: that first bar lacks the interval's earlier
+    trades, so it is skipped, not stored as if complete; the next one is whole."""
+    builder = BarBuilder(60)
+    key = "binance:BTC-USDT"
+    out = [builder.on_trade(Trade(T0 + ts * S, key, 100.0 + ts, 1.0, Side.SELL, str(ts))) for ts in (30, 59, 60, 90)]
+    out.append(builder.on_trade(Trade(T0 + 120 * S, key, 99.0, 1.0, Side.BUY, "120")))
+    assert [b for b in out if b is not None] == [Bar(T0 + 60 * S, key, 60, 160.0, 190.0, 160.0, 190.0, 2.0)]
+    assert builder.partial_skipped == 1
+    other = "binanceusdm:BTC-PERP"
+    assert builder.on_quote(q(75, other, 1.0, 1.2)) is None
+    assert builder.close_due(T0 + 200 * S) == [Bar(T0 + 120 * S, key, 60, 99.0, 99.0, 99.0, 99.0, 1.0)]
+    assert builder.partial_skipped == 2  # the other instrument's first bar began at 60 s, first seen at 75 s
+
+
 def test_fanout_filters_and_batches_many_events_into_few_calls():
     async def go():
         fan = Fanout(batch_max=10_000, max_pending=1_000_000, interval_s=0.005)

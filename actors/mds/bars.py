@@ -5,6 +5,11 @@ A bar covers ``[open, open + interval)`` of event time and is emitted when an ev
 same instrument at or after its end arrives, or when ``close_due`` finds it over (the
 staleness timer calls that with wall time for live feeds, so a quiet market still gets its
 bar). Bars replayed from the lake pass through the MDS unchanged and are not rebuilt.
+
+A bar is emitted only for an interval this builder saw from its start: the first bar of an
+instrument whose first event comes after the interval began (the MDS started, or restarted
+after its process died, mid-interval) would be missing that interval's earlier trades, so it
+is left out (counted in ``partial_skipped``) rather than stored as if complete.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class _Open:
     trade_ohlc: list[float] | None  # open, high, low, close
     mid_ohlc: list[float] | None
     volume: float
+    partial: bool = False  # begun before this builder saw the instrument: not emitted
 
 
 class BarBuilder:
@@ -27,6 +33,8 @@ class BarBuilder:
         self.interval_ns = interval_s * 1_000_000_000
         self.interval_s = interval_s
         self._open: dict[str, _Open] = {}
+        self._seen: set[str] = set()
+        self.partial_skipped = 0
 
     def on_trade(self, trade: Trade) -> Bar | None:
         done, bar = self._bar_for(trade.instrument, trade.ts_ns)
@@ -59,7 +67,9 @@ class BarBuilder:
         for key, bar in list(self._open.items()):
             if bar.start_ns + self.interval_ns <= now_ns:
                 del self._open[key]
-                out.append(self._finish(key, bar))
+                done = self._finish(key, bar)
+                if done is not None:
+                    out.append(done)
         return out
 
     def _bar_for(self, key: str, ts_ns: int) -> tuple[Bar | None, _Open]:
@@ -72,9 +82,14 @@ class BarBuilder:
             done = self._finish(key, bar)
             bar = None
         if bar is None:
-            bar = self._open[key] = _Open(start, None, None, 0.0)
+            first = key not in self._seen
+            self._seen.add(key)
+            bar = self._open[key] = _Open(start, None, None, 0.0, partial=first and ts_ns > start)
         return done, bar
 
-    def _finish(self, key: str, bar: _Open) -> Bar:
+    def _finish(self, key: str, bar: _Open) -> Bar | None:
+        if bar.partial:
+            self.partial_skipped += 1
+            return None
         o, h, lo, c = bar.trade_ohlc if bar.trade_ohlc is not None else bar.mid_ohlc
         return Bar(bar.start_ns, key, self.interval_s, o, h, lo, c, bar.volume)
