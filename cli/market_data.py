@@ -7,22 +7,7 @@ import time
 
 import click
 
-from cluster.config import BotmainConfig
-
-
-def connect_ray(config: BotmainConfig) -> None:
-    """Join the running cluster as a driver in Botmain's namespace."""
-    from actors import names
-    from cluster import runtime
-
-    ends = runtime.endpoints(config.cluster)
-    if not runtime.dashboard_alive(ends.dashboard_url):
-        raise click.ClickException(f"no Ray cluster answers at {ends.dashboard_url} (botmain up)")
-    runtime.enable_token_auth(create=False)  # before Ray is imported: it reads the mode once
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=ends.gcs_address, namespace=names.NAMESPACE, log_to_driver=False, logging_level="ERROR")
+from cli.session import command_config, connect_ray
 
 
 def render_status(status: dict | None) -> list[str]:
@@ -83,10 +68,9 @@ def mds_start(feeds: tuple[str, ...], speed: str | None, start_: str | None, end
     import ray
 
     from actors import names, topology
-    from cluster.cli import _config
     from cluster.store.connection import resolve_dsn
 
-    config = _config()
+    config = command_config()
     update: dict = {}
     if speed is not None:
         try:
@@ -139,9 +123,8 @@ def mds_start(feeds: tuple[str, ...], speed: str | None, start_: str | None, end
 def mds_stop() -> None:
     """Stop the feed actors and the MDS (which stores what it still holds)."""
     from actors import topology
-    from cluster.cli import _config
 
-    connect_ray(_config())
+    connect_ray(command_config())
     stopped = topology.stop_market_data()
     click.echo("stopped    " + (", ".join(stopped) if stopped else "nothing was running"))
 
@@ -151,9 +134,8 @@ def mds_stop() -> None:
 def mds_status(as_json: bool) -> None:
     """Feeds, venues (stale or live), consolidated best prices, subscribers, store."""
     from actors import topology
-    from cluster.cli import _config
 
-    connect_ray(_config())
+    connect_ray(command_config())
     status = topology.market_data_status()
     if as_json:
         click.echo(json.dumps(status, default=str))

@@ -11,6 +11,7 @@ import urllib.request
 
 import click
 
+from cli.session import command_config, connect_ray
 from cluster.config import BotmainConfig
 
 
@@ -39,15 +40,13 @@ def serve_command(stop: bool) -> None:
     """Deploy the venue selector (Ray Serve, FastAPI) on the running cluster."""
     import asyncio
 
-    from cluster.cli import _config
-    from cluster.cli_market_data import connect_ray
     from cluster.store.connection import prepare_store, resolve_dsn
     from serve.app import APP_NAME, build_app
     from serve.credentials import AuthConfigError
     from serve.proxy import ProxyConfigError, http_options, running_differs
     from serve.rate_limit import stop_limiter
 
-    config = _config()
+    config = command_config()
     if stop:
         connect_ray(config)
         from ray import serve
@@ -164,9 +163,8 @@ def render_decision(d: dict) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="print the service's JSON answer")
 def decide(instrument: str, side: str, size: float, horizon_h: float, venues: tuple[str, ...], as_json: bool) -> None:
     """Ask the running venue selector where to trade, e.g. `botmain decide SOL-PERP buy 10`."""
-    from cluster.cli import _config
 
-    config = _config()
+    config = command_config()
     url, context = service_url(config), _tls_context(config)
     token = access_token(url, context)
     body = {"instrument": instrument, "side": side, "size": size, "horizon_h": horizon_h}

@@ -15,7 +15,7 @@ import numpy as np
 
 from cluster.config.loader import BotmainConfig
 from cluster.lake import Lake
-from jobs.ingest.snapshots import sample_snapshots
+from cluster.book_snapshots import sample_snapshots
 from sim.market import MarketArrays
 from sim.settings import SimSettings
 from strategies.frame import Frame

@@ -16,7 +16,6 @@ from pydantic import Field, model_validator
 from strategies.base import Choice, FloatRange, IntRange, Params, Strategy
 from strategies.frame import Frame
 from strategies.indicators import ema
-from strategies.registry import register
 
 
 class EmaCrossParams(Params):
@@ -32,7 +31,6 @@ class EmaCrossParams(Params):
         return self
 
 
-@register
 class EmaCross(Strategy):
     name = "ema_cross"
     Params = EmaCrossParams

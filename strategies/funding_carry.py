@@ -19,7 +19,6 @@ from pydantic import Field, model_validator
 from strategies.base import FloatRange, IntRange, Params, Strategy
 from strategies.frame import Frame
 from strategies.indicators import rolling_mean
-from strategies.registry import register
 
 HOUR_S = 3600.0
 
@@ -61,7 +60,6 @@ def _hysteresis(rate: np.ndarray, enter: float, exit_: float) -> np.ndarray:
     return out
 
 
-@register
 class FundingCarry(Strategy):
     """Short the perp and hold the same notional of spot while funding pays the shorts.
 

@@ -48,7 +48,6 @@ from pydantic import Field, model_validator
 from strategies.base import Choice, FloatRange, IntRange, Params, Strategy
 from strategies.frame import Frame
 from strategies.indicators import ema, rolling_return_std
-from strategies.registry import register
 
 FEATURES = ("ema_short", "ema_long", "volatility", "funding_rate")
 
@@ -113,7 +112,6 @@ def direction_labels(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return label, known
 
 
-@register
 class MlDirection(Strategy):
     """Long when the walk-forward model gives the next bar a probability of closing
     higher above ``threshold``; short below ``1 - threshold`` (flat if ``long_only``);

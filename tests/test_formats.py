@@ -22,7 +22,7 @@ from cluster.lake import schema_for
 from jobs.ingest.formats import read_file
 from jobs.ingest.naming import InstrumentResolver
 from jobs.ingest.series import IngestFileError, ParsedFile, Series
-from jobs.ingest.snapshots import sample_snapshots
+from cluster.book_snapshots import sample_snapshots
 
 from tests.conftest import SAMPLE
 

@@ -16,7 +16,7 @@ from cluster.config import load_config
 from cluster.lake import Lake, LakeError, PartitionSummary, schema_for
 from jobs.ingest.formats import read_file
 from jobs.ingest.naming import InstrumentResolver
-from jobs.ingest.snapshots import sample_snapshots
+from cluster.book_snapshots import sample_snapshots
 
 from tests.conftest import SAMPLE
 

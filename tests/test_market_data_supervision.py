@@ -206,7 +206,7 @@ def test_what_the_mds_receives_is_recorded_in_the_lake_as_the_source_rows(ray_cl
     import ray
 
     from actors import names, topology
-    from jobs.ingest.snapshots import sample_snapshots
+    from cluster.book_snapshots import sample_snapshots
 
     root = tmp_path / "recorded"
     config = _recording(replay_config, root, instruments=[USDM, SPOT, "drift:SOL-PERP"],

@@ -16,7 +16,7 @@ from actors.mds.server import MarketDataServer
 from cluster.domain import L2Book, Quote, Trade
 from cluster.events import BestPrice, EventBatch
 from cluster.lake import Lake
-from jobs.ingest.snapshots import sample_snapshots
+from cluster.book_snapshots import sample_snapshots
 from tests.conftest import with_replay
 from tests.feed_harness import run_feed
 

@@ -1119,7 +1119,7 @@ def test_botmain_decide_prints_the_answer_with_live_or_recorded_state(tmp_path_f
                                                                      models, serve_secret_files):
     from click.testing import CliRunner
 
-    from cluster.cli_serve import decide
+    from cli.selector import decide
 
     env = _cli_env(tmp_path_factory, ray_head, serve_port, serve_secret_files)
     result = CliRunner().invoke(decide, ["SOL-PERP", "buy", "10", "--horizon", "8"], env=env)
@@ -1138,7 +1138,7 @@ def test_botmain_serve_deploys_and_stops_the_application(tmp_path_factory, ray_h
     """Last: it replaces the tests' ``venue-selector`` with the CLI's own deployment."""
     from click.testing import CliRunner
 
-    from cluster.cli_serve import serve_command
+    from cli.selector import serve_command
 
     env = _cli_env(tmp_path_factory, ray_head, serve_port, serve_secret_files)
     result = CliRunner().invoke(serve_command, [], env={k: v for k, v in env.items() if k != "BOTMAIN_JWT_SECRET_FILE"})

@@ -63,7 +63,7 @@ def https(ray_head: BotmainConfig, serve_secret_files: dict[str, str], tmp_path_
     """The venue selector deployed by ``botmain serve`` with TLS on a free port."""
     from click.testing import CliRunner
 
-    from cluster.cli_serve import serve_command
+    from cli.selector import serve_command
 
     base = tmp_path_factory.mktemp("tls")
     (base / "secrets").mkdir(mode=0o700)
@@ -99,7 +99,7 @@ def test_serve_says_so_when_the_running_proxies_have_other_http_options(https: d
     """Serve keeps a running proxy's options and only logs a warning; botmain serve refuses."""
     from click.testing import CliRunner
 
-    from cluster.cli_serve import serve_command
+    from cli.selector import serve_command
 
     directory = _config_dir(https["base"] / "plain-configs", ray_head, {"port": https["port"]})
     result = CliRunner().invoke(serve_command, [], env={**https["env"], "BOTMAIN_CONFIG_DIR": str(directory)})

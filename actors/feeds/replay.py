@@ -46,7 +46,7 @@ from cluster.config import BotmainConfig
 from cluster.config.models import ReplayFeedConfig
 from cluster.domain import Bar, FundingRate, L2Book, Quote, Side, Trade
 from cluster.lake import Lake
-from jobs.ingest.snapshots import sample_snapshots
+from cluster.book_snapshots import sample_snapshots
 
 _TIMEFRAME_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 CHUNK = 4096  # events materialised at a time

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from cluster.store.writer import Batch
 from jobs.ingest.series import Series
-from jobs.ingest.snapshots import sample_snapshots
+from cluster.book_snapshots import sample_snapshots
 
 BOOK_SNAPSHOT_INTERVAL_S = 1.0
 BOOK_SNAPSHOT_DEPTH = 20
