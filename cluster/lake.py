@@ -277,6 +277,29 @@ class Lake:
             return schema.empty_table()
         return _dedupe(pa.concat_tables(parts), key).sort_by("ts")
 
+    def bar_timeframes(self, venue: str, instrument: str, base: str = "bars") -> list[str]:
+        """The timeframes (``1m``, ``1h``...) of the ``<base>_<tf>`` series the lake holds for one
+        instrument, shortest first."""
+        found = []
+        for kind_dir in self.root.glob(f"kind={base}_*"):
+            match = _KIND.match(kind_dir.name.split("=", 1)[1])
+            if match and match.group("base") == base and any(
+                _partition_files(d) for d in (kind_dir / f"venue={venue}" / f"instrument={instrument}").glob("date=*")
+            ):
+                found.append(match.group("tf"))
+        return sorted(found, key=_timeframe_seconds)
+
+    def span(self, kind: str, venue: str, instrument: str) -> tuple[np.datetime64, np.datetime64] | None:
+        """The first and last ``ts`` of one series (reading its first and last day only), or None."""
+        dates = sorted(d for d in self.series_dir(kind, venue, instrument).glob("date=*") if _partition_files(d))
+        if not dates:
+            return None
+        ends = []
+        for directory, pick in ((dates[0], pc.min), (dates[-1], pc.max)):
+            ts = pa.concat_tables(pq.read_table(p, columns=["ts"]) for p in _partition_files(directory))["ts"]
+            ends.append(np.datetime64(pick(ts).cast(pa.int64()).as_py(), "ns"))
+        return ends[0], ends[1]
+
     def summary(self) -> list[PartitionSummary]:
         """Row counts per series, from Parquet footers (no data read)."""
         out = []
@@ -300,6 +323,13 @@ class Lake:
                         )
                     )
         return out
+
+
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _timeframe_seconds(tf: str) -> int:
+    return int(tf[:-1]) * _UNIT_S[tf[-1]]
 
 
 def conform(table: pa.Table, schema: pa.Schema, kind: str) -> pa.Table:

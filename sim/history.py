@@ -1,12 +1,15 @@
 """Assemble a strategy's ``Frame`` from the lake: aligned bars per leg plus funding.
 
-Where the lake has no bars for a leg, two documented fallbacks apply (and the frame's
-notes say so):
+Where the lake has no bars of any timeframe for a leg, two documented fallbacks apply
+(and the frame's notes say so):
 
 - a Drift-style perp whose funding series carries TWAPs gets hourly bars from its mark
   TWAP (open = high = low = close, volume 0, so only ``slippage_bps`` applies);
 - a spot leg with no bars takes the oracle TWAP of a perp on the same base asset (Drift's
   oracle is the spot index), with the same caveats.
+
+A leg with bars of other timeframes only is refused with the timeframes it has, and a
+range with no bars in it is refused with the range the lake holds.
 
 Funding recorded at time ``T`` settles at the close of the bar that contains ``T``
 (``open < T <= close``): the position held through that bar pays or receives it.
@@ -18,6 +21,7 @@ from functools import reduce
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cluster.config.loader import BotmainConfig
 from cluster.lake import Lake
@@ -34,11 +38,30 @@ def _ns(table: pa.Table, column: str = "ts") -> np.ndarray:
     return table[column].cast(pa.int64()).to_numpy()
 
 
+def _day(t: np.datetime64) -> str:
+    return str(np.datetime64(t, "m")).replace("T", " ")
+
+
+def _outside_range(what: str, span: tuple[np.datetime64, np.datetime64], start, end) -> str:
+    asked = f"{start or 'the start'} to {end or 'the end'}"
+    return f"{what} in the lake run from {_day(span[0])} to {_day(span[1])} UTC, none in {asked}"
+
+
 def _bars_table(lake: Lake, config: BotmainConfig, key: str, timeframe: str, start, end, notes: list[str]) -> dict:
     inst = config.instrument(key)
-    bars = lake.read(f"bars_{timeframe}", inst.venue, inst.symbol, start, end)
+    kind = f"bars_{timeframe}"
+    bars = lake.read(kind, inst.venue, inst.symbol, start, end)
     if bars.num_rows:
         return {"ts": _ns(bars), **{c: bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}}
+    span = lake.span(kind, inst.venue, inst.symbol)
+    if span is not None:
+        raise HistoryError(f"{key}: " + _outside_range(f"its {kind}", span, start, end))
+    others = lake.bar_timeframes(inst.venue, inst.symbol)
+    if others:
+        raise HistoryError(
+            f"{key}: no {kind} in the lake; it has bars of {', '.join(others)} for this instrument "
+            f"(--timeframe {others[0]})"
+        )
     candidates = [(inst.venue, inst.symbol, "mark_price")] if inst.kind.value == "perp" else []
     if inst.kind.value == "spot":
         candidates += [
@@ -46,10 +69,18 @@ def _bars_table(lake: Lake, config: BotmainConfig, key: str, timeframe: str, sta
             for other in config.instruments()
             if other.kind.value == "perp" and other.base == inst.base
         ]
+    elsewhere = []  # fallback series that exist, but not in the range asked for
     for venue, symbol, column in candidates:
         funding = lake.read("funding", venue, symbol, start, end)
-        if not funding.num_rows:
+        if funding.num_rows == 0:
+            span = lake.span("funding", venue, symbol)
+            if span is not None:
+                elsewhere.append(_outside_range(f"the {venue}:{symbol} funding records", span, start, end))
             continue
+        priced = pc.is_finite(funding[column])
+        if not pc.any(priced).as_py():
+            continue  # this series carries no TWAPs (a CEX's funding has none)
+        funding = funding.filter(priced)
         price = funding[column].to_numpy()
         interval = funding["interval_s"].to_numpy().astype(np.int64)
         notes.append(
@@ -64,8 +95,10 @@ def _bars_table(lake: Lake, config: BotmainConfig, key: str, timeframe: str, sta
             "close": price,
             "volume": np.zeros(len(price)),
         }
+    if elsewhere:
+        raise HistoryError(f"{key}: no {kind} in the lake, and " + "; ".join(elsewhere))
     raise HistoryError(
-        f"{key}: no bars_{timeframe} in the lake at {lake.root}"
+        f"{key}: no bars of any timeframe in the lake at {lake.root}"
         + (" and no funding series with TWAPs to fall back on" if candidates else "")
         + "; ingest data first (botmain ingest PATH)"
     )
