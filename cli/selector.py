@@ -154,15 +154,31 @@ def render_decision(d: dict) -> list[str]:
     return lines
 
 
-@click.command("decide")
+def _positive_size(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not value > 0:
+        side = ctx.params.get("side", "buy")
+        raise click.BadParameter(
+            f"{value:g}: SIZE is an amount in base units (SOL for SOL-PERP), above 0; the side says the direction "
+            f"(botmain decide {ctx.params.get('instrument', 'SOL-PERP')} {'sell' if side == 'buy' else 'buy'} {abs(value):g})"
+            if value < 0 else f"{value:g}: SIZE is an amount in base units (SOL for SOL-PERP), above 0"
+        )
+    return value
+
+
+# A negative SIZE (`decide SOL-PERP buy -5`) would read as an unknown option `-5`: options the
+# command does not have are passed on as arguments, so SIZE's own check can refuse it by name.
+@click.command("decide", context_settings={"ignore_unknown_options": True})
 @click.argument("instrument")
 @click.argument("side", type=click.Choice(["buy", "sell"]))
-@click.argument("size", type=float)
+@click.argument("size", type=float, callback=_positive_size)
 @click.option("--horizon", "horizon_h", type=float, default=24.0, show_default=True, help="holding time, hours")
 @click.option("--venue", "venues", multiple=True, help="consider only this venue (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print the service's JSON answer")
 def decide(instrument: str, side: str, size: float, horizon_h: float, venues: tuple[str, ...], as_json: bool) -> None:
-    """Ask the running venue selector where to trade, e.g. `botmain decide SOL-PERP buy 10`."""
+    """Ask the running venue selector where to trade, e.g. `botmain decide SOL-PERP buy 10`.
+
+    SIZE is in base units of the instrument's asset (10 = 10 SOL for SOL-PERP or SOL-USDC).
+    """
 
     config = command_config()
     url, context = service_url(config), _tls_context(config)
