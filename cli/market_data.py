@@ -10,12 +10,27 @@ import click
 from cli.session import command_config, connect_ray
 
 
+def duration(seconds: float) -> str:
+    """``0.4s``, ``12.3s``, ``4m 05s``, ``3h 12m``, ``302d 2h``: a span a reader takes in at a glance."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days:,}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s"
+
+
 def render_status(status: dict | None) -> list[str]:
     if status is None:
         return ["market data not running (botmain mds start)"]
     subs = status.get("subscribers", [])
     lines = [
-        f"market data mds up {status['uptime_s']:.0f}s, clock {status['clock']}, {len(subs)} subscriber(s)"
+        f"market data mds up {duration(status['uptime_s'])}, clock {status['clock']}, {len(subs)} subscriber(s)"
     ]
     for name, h in status.get("feeds", {}).items():
         errors = ", ".join(f"{k} {v}" for k, v in h.get("errors", {}).items()) or "none"
@@ -31,7 +46,7 @@ def render_status(status: dict | None) -> list[str]:
         )
     for venue, v in status.get("venues", {}).items():
         state = "STALE" if v["stale"] else "live"
-        lines.append(f"  venue {venue:<12} {state:<6} silent {v['silent_s']:,.1f}s")
+        lines.append(f"  venue {venue:<12} {state:<6} silent {duration(v['silent_s'])}")
     for symbol, b in status.get("best", {}).items():
         bid = f"{b['bid']:g} @{b['bid_venue']}" if b["bid"] is not None else "-"
         ask = f"{b['ask']:g} @{b['ask_venue']}" if b["ask"] is not None else "-"
