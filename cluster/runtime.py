@@ -121,6 +121,9 @@ def start_head(config: ClusterConfig, env: dict[str, str] | None = None) -> Clus
     if head.temp_dir is not None:
         args.append(f"--temp-dir={head.temp_dir}")
     args.append(f"--ray-client-server-port={head.client_server_port}")
+    # Fixed by default: a second cluster on this machine (tests beside a demo) would find it
+    # taken, start no job agent, and refuse every job with "No available agent".
+    args.append(f"--dashboard-agent-listen-port={head.dashboard_agent_listen_port}")
     result = _ray(*args, env=env)
     if result.returncode != 0:
         raise RayRuntimeError(f"`ray start --head` failed:\n{_tail(result)}")

@@ -35,6 +35,9 @@ class HeadConfig(Strict):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Port = 8265
     client_server_port: Port = 10001
+    dashboard_agent_listen_port: Port = Field(
+        52365, description="the node's dashboard agent, through which jobs are submitted (Ray's default port)"
+    )
     num_cpus: Annotated[int, Field(ge=1)] | None = None
     object_store_memory_mb: Annotated[int, Field(ge=64)] | None = None
     temp_dir: str | None = Field(None, description="Ray session/log directory (default /tmp/ray)")
