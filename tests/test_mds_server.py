@@ -196,6 +196,43 @@ def test_a_bar_the_mds_did_not_see_from_its_start_is_not_emitted():
     assert builder.partial_skipped == 2  # the other instrument's first bar began at 60 s, first seen at 75 s
 
 
+def test_an_interval_is_emitted_once_even_when_an_event_for_it_comes_after_the_timer_closed_it():
+    """The wall-clock timer closed the 60 s bar; a trade stamped inside it arrives later: it
+    changes no bar, and no second bar of that interval is emitted (the store would keep
+    whichever came first, the same instrument and time twice)."""
+    builder = BarBuilder(60)
+    key = "binance:BTC-USDT"
+    assert builder.on_trade(Trade(T0 + 60 * S, key, 100.0, 1.0, Side.BUY, "a")) is None
+    (closed,) = builder.close_due(T0 + 121 * S)
+    assert closed == Bar(T0 + 60 * S, key, 60, 100.0, 100.0, 100.0, 100.0, 1.0)
+    assert builder.on_trade(Trade(T0 + 100 * S, key, 105.0, 2.0, Side.BUY, "late")) is None
+    assert builder.late_dropped == 1
+    assert builder.on_trade(Trade(T0 + 130 * S, key, 101.0, 1.0, Side.BUY, "b")) is None
+    assert builder.close_due(T0 + 200 * S) == [Bar(T0 + 120 * S, key, 60, 101.0, 101.0, 101.0, 101.0, 1.0)]
+
+
+def test_a_replay_on_a_wall_clock_mds_builds_each_bar_once(config):
+    """An MDS on the wall clock (live feeds) that also gets a replay: the replay's bars close
+    on the replay's own event time, never on the wall-clock timer."""
+    import dataclasses
+
+    md = config.market_data.model_copy(update={"mds": config.market_data.mds.model_copy(update={"stale_check_interval_s": 0.02})})
+    server = MarketDataServer(dataclasses.replace(config, market_data=md), "wall", None, None)
+
+    async def go():
+        server.start()
+        key = "binance:BTC-USDT"
+        for second in range(0, 181, 5):
+            trade = Trade(T0 + second * S, key, 100.0 + second, 1.0, Side.BUY, str(second))
+            server.publish(EventBatch([trade], time.time_ns(), "replay"))
+            await asyncio.sleep(0.01)  # the timer runs between the batches
+        await server.stop()
+
+    asyncio.run(go())
+    assert server.bars_built == 3  # 0-60, 60-120, 120-180: the bar at 180 is still open
+    assert server.replay_bars.late_dropped == 0
+
+
 def test_fanout_filters_and_batches_many_events_into_few_calls():
     async def go():
         fan = Fanout(batch_max=10_000, max_pending=1_000_000, interval_s=0.005)

@@ -9,7 +9,9 @@ bar). Bars replayed from the lake pass through the MDS unchanged and are not reb
 A bar is emitted only for an interval this builder saw from its start: the first bar of an
 instrument whose first event comes after the interval began (the MDS started, or restarted
 after its process died, mid-interval) would be missing that interval's earlier trades, so it
-is left out (counted in ``partial_skipped``) rather than stored as if complete.
+is left out (counted in ``partial_skipped``) rather than stored as if complete. An interval
+is emitted at most once: an event for an interval already emitted (closed by the timer, then
+a late event) is counted in ``late_dropped`` and changes no bar.
 """
 
 from __future__ import annotations
@@ -35,9 +37,13 @@ class BarBuilder:
         self._open: dict[str, _Open] = {}
         self._seen: set[str] = set()
         self.partial_skipped = 0
+        self.late_dropped = 0
+        self._emitted: dict[str, int] = {}  # the start of the last interval emitted, per instrument
 
     def on_trade(self, trade: Trade) -> Bar | None:
         done, bar = self._bar_for(trade.instrument, trade.ts_ns)
+        if bar is None:
+            return done
         p = trade.price
         if bar.trade_ohlc is None:
             bar.trade_ohlc = [p, p, p, p]
@@ -51,6 +57,8 @@ class BarBuilder:
 
     def on_quote(self, quote: Quote) -> Bar | None:
         done, bar = self._bar_for(quote.instrument, quote.ts_ns)
+        if bar is None:
+            return done
         p = 0.5 * (quote.bid + quote.ask)
         if bar.mid_ohlc is None:
             bar.mid_ohlc = [p, p, p, p]
@@ -72,7 +80,9 @@ class BarBuilder:
                     out.append(done)
         return out
 
-    def _bar_for(self, key: str, ts_ns: int) -> tuple[Bar | None, _Open]:
+    def _bar_for(self, key: str, ts_ns: int) -> tuple[Bar | None, _Open | None]:
+        """The bar this event finished (if any), and the open bar it goes into (None: its
+        interval was emitted already)."""
         start = ts_ns - ts_ns % self.interval_ns
         bar = self._open.get(key)
         done = None
@@ -82,12 +92,16 @@ class BarBuilder:
             done = self._finish(key, bar)
             bar = None
         if bar is None:
+            if start <= self._emitted.get(key, -1):
+                self.late_dropped += 1
+                return done, None
             first = key not in self._seen
             self._seen.add(key)
             bar = self._open[key] = _Open(start, None, None, 0.0, partial=first and ts_ns > start)
         return done, bar
 
     def _finish(self, key: str, bar: _Open) -> Bar | None:
+        self._emitted[key] = bar.start_ns
         if bar.partial:
             self.partial_skipped += 1
             return None

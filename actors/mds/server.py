@@ -64,6 +64,10 @@ class MarketDataServer:
         self.settings = md
         self.view = ConsolidatedView()
         self.bars = BarBuilder(md.bar_interval_s)
+        # A replay's bars close on its own events' time only: the wall-clock timer of an MDS
+        # that also serves live feeds would close them as soon as they opened.
+        self.replay_bars = BarBuilder(md.bar_interval_s)
+        self.bars_built = 0  # bars the MDS made from trades and quotes (stored beside the ones it was sent)
         self.staleness = StalenessTracker({name: v.stale_after_s for name, v in config.venues.venues.items()}, clock)
         self.metrics = metrics or NullMetrics()
         self.fanout = Fanout(
@@ -137,9 +141,9 @@ class MarketDataServer:
                 best = self.view.on_quote(e)
                 if best is not None:
                     derived.append(best)
-                self._bar_closed(self.bars.on_quote(e), derived, replayed)
+                self._bar_closed((self.replay_bars if replayed else self.bars).on_quote(e), derived, replayed)
             elif t is Trade:
-                self._bar_closed(self.bars.on_trade(e), derived, replayed)
+                self._bar_closed((self.replay_bars if replayed else self.bars).on_trade(e), derived, replayed)
             elif t is L2Book:
                 best = self.view.on_book(e)
                 if best is not None:
@@ -186,6 +190,7 @@ class MarketDataServer:
         if bar is None:
             return
         derived.append(bar)
+        self.bars_built += 1
         if self.rows is not None:
             self.rows.accept(bar, replayed)
 
@@ -275,6 +280,11 @@ class MarketDataServer:
             "failed_writes": status.get("failed_writes", 0),
             "last_error": self.outbox.last_error or status.get("last_error"),
             "resent_handovers": self.outbox.resent,
+            # Why rows written differ from events in, besides drops: books PostgreSQL does not
+            # keep (one per instrument per book_interval_ms), and bars the MDS built itself.
+            "books_thinned": self.rows.thinned,
+            "book_interval_ms": self.rows.settings.book_interval_ms,
+            "bars_built": self.bars_built,
         }
         tables = {t: dict(v) for t, v in status.get("tables", {}).items()}
         for source in (self.rows.dropped, self.outbox.dropped):
