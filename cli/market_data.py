@@ -61,6 +61,15 @@ def render_status(status: dict | None) -> list[str]:
         dropped = sum(t["dropped"] for t in store["tables"].values())
         health = "ok" if store["store_ok"] else f"FAILING ({store['last_error']})"
         lines.append(f"  store      {health}: {written:,} rows written, {store['pending_rows']:,} queued, {dropped:,} dropped")
+        events = sum(s["events"] for s in status.get("sources", {}).values())
+        why = []
+        if store.get("books_thinned"):
+            why.append(f"{store['books_thinned']:,} book(s) not kept in PostgreSQL (one per instrument per "
+                       f"{store['book_interval_ms']:,.0f} ms)")
+        if store.get("bars_built"):
+            why.append(f"{store['bars_built']:,} bar(s) the MDS built from trades and quotes")
+        if why:
+            lines.append(f"             of {events:,} events in: {'; '.join(why)}")
     return lines
 
 

@@ -104,6 +104,16 @@ def test_replay_through_named_actors_reaches_the_strategy_and_the_store(ray_clus
         SELECT 'bars', count(*) FROM bars""")}
     assert stored["quotes"] == quotes and stored["trades"] == trades
     assert stored["books"] > 0 and stored["bars"] > 0  # 1 s snapshots, 1 m bars built from trades
+    # what status says of the difference between events in and rows written adds up exactly
+    report = status["store"]
+    written = sum(t["written"] for t in report["tables"].values())
+    assert report["books_thinned"] > 0 and report["bars_built"] == stored["bars"], report  # each bar once
+    assert written == health["events"] - report["books_thinned"] + report["bars_built"], report
+    from cli.market_data import render_status
+
+    why = next(line for line in render_status(status) if "events in:" in line)
+    assert f"of {health['events']:,} events in: {report['books_thinned']:,} book(s) not kept in PostgreSQL" in why
+    assert f"{report['bars_built']:,} bar(s) the MDS built from trades and quotes" in why
 
     # the strategy's best price is the MDS's
     best = ray.get(host.best_prices.remote())["BTC-PERP"]

@@ -76,6 +76,7 @@ class RowBuffer:
         self.pg: Rows = {t: [] for t in self.pg_tables}
         self.lake: Rows = {t: [] for t in self.lake_tables}
         self.dropped: dict[str, int] = {t: 0 for t in tables}
+        self.thinned = 0  # books left out of PostgreSQL by design (book_interval_ms): not drops
         self._on_drop = on_drop or (lambda table, reason, n: None)
         self._last_book_ns: dict[str, int] = {}
         self._book_gap_ns = int(persist.book_interval_ms * 1e6)
@@ -93,6 +94,7 @@ class RowBuffer:
         to_lake = table in self.lake_tables and (self.record_replay or not replayed)
         if to_pg and table == "book_snapshots" and self._thinned(event):
             to_pg = False  # by design (book_interval_ms), not a drop; the lake keeps every book
+            self.thinned += 1
         if not (to_pg or to_lake):
             return
         row = self._row(table, event)
