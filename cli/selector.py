@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -69,6 +70,11 @@ def serve_command(stop: bool) -> None:
     connect_ray(config)
     from ray import serve
     from ray.serve.context import _get_global_client
+
+    # Serve's INFO lines on the driver ("Started Serve", "Connecting to existing Serve app ...
+    # New http_options will not be applied", said by serve.run of the Serve this command has
+    # just started) would interleave with ours; its warnings still show.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
     cfg = config.serve
     serve.start(http_options=options)

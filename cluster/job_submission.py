@@ -10,6 +10,8 @@ dashboard): each node reads ``BOTMAIN_*`` from its own environment.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import shlex
 import sys
 import time
@@ -59,16 +61,47 @@ def submit(config: BotmainConfig, argv: list[str], *, job_name: str) -> str:
             time.sleep(1.0)
 
 
+# What Ray itself writes into a job's log at INFO ("Runtime env is setting up.", "Running
+# entrypoint for job ..."): the command has said which job it submitted; warnings and errors,
+# Ray's or the job's, and everything the job prints pass through.
+_RAY_INFO = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+INFO \S+\.py:\d+ -- |^Running entrypoint for job \S+: ")
+
+
+class RayInfoFilter:
+    """Passes a job's log on line by line, leaving out Ray's own INFO lines."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self._partial = out, ""
+
+    def write(self, chunk: str) -> None:
+        lines = (self._partial + chunk).split("\n")
+        self._partial = lines.pop()
+        kept = [line for line in lines if not _RAY_INFO.match(line)]
+        if kept:
+            self.out.write("\n".join(kept) + "\n")
+            self.out.flush()
+
+    def close(self) -> None:
+        if self._partial and not _RAY_INFO.match(self._partial):
+            self.out.write(self._partial + "\n")
+        self._partial = ""
+        self.out.flush()
+
+
 def follow(config: BotmainConfig, submission_id: str, out: TextIO = sys.stdout) -> str:
-    """Stream the job's logs until it ends; returns its final status name."""
+    """Stream the job's logs until it ends (without Ray's INFO lines); returns its final status name."""
     client = _client(config)
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)  # "WebSocket closed ..."
+    shown = RayInfoFilter(out)
 
     async def tail() -> None:
         async for chunk in client.tail_job_logs(submission_id):
-            out.write(chunk)
-            out.flush()
+            shown.write(chunk)
 
-    asyncio.run(tail())
+    try:
+        asyncio.run(tail())
+    finally:
+        shown.close()
     status = client.get_job_status(submission_id)
     while not status.is_terminal():
         time.sleep(0.2)

@@ -115,6 +115,8 @@ def test_ingest_runs_as_a_ray_job_through_the_authenticated_job_api(ray_head: Bo
     assert "submitted Ray job ingest-" in result.stdout
     assert "SUCCEEDED" in result.stdout
     assert "2 file(s) ingested, 0 refused" in result.stdout  # the job's own report, streamed back
+    for ray_info in ("INFO job_manager.py", "Running entrypoint for job", "INFO sdk.py", "WebSocket closed"):
+        assert ray_info not in result.stdout + result.stderr  # Ray's INFO lines do not interleave with ours
 
     st = json.loads(botmain(session_config_dir, "status", "--json").stdout)
     assert st["table_rows"]["funding_rates"] >= 7_080 + 8_467

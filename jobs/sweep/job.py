@@ -196,7 +196,7 @@ async def _sweep(writer, spec, strategy, frame, market, settings, todo, chunk_si
     if not todo:
         return 0
     if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=True)
+        ray.init(address="auto", log_to_driver=True, logging_level="WARNING")  # Ray's INFO lines stay out of the output
     data_key = uuid.uuid4().hex  # this invocation's data: workers drop any older cache
     started = time.perf_counter()
     stored = 0

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             report_dir=args.report_dir or str(config.path("reports") / "selector"),
         )
         if not ray.is_initialized():
-            ray.init(address="auto", log_to_driver=True)  # submitted as a Ray job: the cluster it runs on
+            ray.init(address="auto", log_to_driver=True, logging_level="WARNING")  # submitted as a Ray job: the cluster it runs on
         train_selector(config, request, say=lambda line: print(line, flush=True))
     except (ConfigError, ValueError, KeyError, LookupError) as exc:
         print(f"train-selector refused: {exc}", file=sys.stderr, flush=True)
