@@ -144,6 +144,7 @@ class MarketHistory:
     momentum_long_bps: np.ndarray = field(init=False)
     volatility_bps: np.ndarray = field(init=False)
     notes: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # candidates with no history at all -> why
 
     def __post_init__(self) -> None:
         s = pd.Series(self.index)
@@ -191,12 +192,14 @@ class MarketHistory:
         index_last = _asof_ns(index_last_rows, grid + HOUR_NS)
 
         out: dict[str, VenueHistory] = {}
+        left_out: dict[str, str] = {}
         for c in cands:
             b = bars[c.key]
             if c.is_perp:
                 f = funding[c.key]
                 if not len(f):
                     notes.append(f"{c.key}: no funding series recorded, left out (its carry cannot be priced)")
+                    left_out[c.key] = "no funding series recorded (its carry cannot be priced)"
                     continue
                 out[c.key] = _perp_history(c, f, b, grid_index, index_on_grid)
                 out[c.key].recordings.append(index_rec)
@@ -213,7 +216,7 @@ class MarketHistory:
             notes.append(f"priced at the index (no recording of their own): {', '.join(by_index)}")
         if not out:
             raise SelectorError(f"no venue of {instrument} has enough recorded data to be priced: " + "; ".join(notes))
-        return cls(cands[0].base, grid, index_on_grid, index_source, out, notes=notes)
+        return cls(cands[0].base, grid, index_on_grid, index_source, out, notes=notes, left_out=left_out)
 
     @property
     def decision_ns(self) -> np.ndarray:
@@ -263,7 +266,7 @@ class MarketHistory:
 
     def excluded(self, i: int) -> dict[str, str]:
         """Venues that are not candidates at hour ``i``, with the reason."""
-        out = {}
+        out = dict(self.left_out)
         for k, v in self.venues.items():
             if v.current[i]:
                 continue
