@@ -5,7 +5,7 @@
     POST /v1/decide/batch              up to 1,000 decisions   (bearer token)
     GET  /v1/models                    the registry's versions (bearer token)
     POST /v1/models/{version}/activate hot reload              (bearer token)
-    GET  /v1/healthz                   liveness, the model this replica serves (open)
+    GET  /v1/healthz                   liveness, the model this replica serves, each decision path's outcomes (open)
     GET  /docs                         OpenAPI (Swagger UI)
 
 Every request passes, in this order, ASGI middlewares that answer before any route runs:
@@ -23,6 +23,14 @@ registry's active version every ``serve.model_poll_s`` and swaps when it changed
 
 The execution server calls the same deployment through a handle (``decide``,
 ``decide_many``): inside the cluster, without HTTP, token or rate limit.
+
+Market data never makes a 5xx. A candidate without a current, valid state (its lake
+recording ended or has a gap, a value out of bounds, live or recorded) is left out of that
+decision and named in its ``excluded``; when none remains, the answer is 409 (``type``
+``no_candidate``, each candidate's reason in ``excluded``): the request is valid, the
+service's market state cannot serve it now (retry later, or send ``features``). The health
+check counts each decision path's outcomes and shows the last failure (``status``
+``degraded`` while a path's latest outcome is one), not just ``ok``.
 
 Secrets. A replica reads the JWT keys, the API clients (serve.credentials) and the
 PostgreSQL DSN (``resolve_dsn``) from its own process environment, the one ``botmain up``
@@ -62,7 +70,7 @@ from serve.credentials import AuthConfigError, Credentials
 from serve.proxy import check_environment
 from serve.rate_limit import RateLimitMiddleware, connect_limiter
 from serve.selector.candidates import SelectorError
-from serve.selector.model import Decision, DecisionRequest, Selector, SelectorModel
+from serve.selector.model import Decision, DecisionRequest, NoCandidate, Selector, SelectorModel
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +112,21 @@ class ActivateResponse(BaseModel):
     previous: str | None
 
 
+class PathHealth(BaseModel):
+    """What one decision path (``http``, ``batch``, ``handle``) answered since the replica started."""
+
+    answered: int = 0  # decisions given
+    refused: int = 0  # 422: the request's own fault
+    unavailable: int = 0  # 409: no candidate with a usable market state
+    failed: int = 0  # anything else (a 500): a bug to report
+    last_outcome: str | None = None  # answered | refused | unavailable | failed
+    last_problem: str | None = None  # the latest unavailable or failed answer: what it said
+    last_problem_at: str | None = None  # when (UTC, ISO 8601)
+
+
 class HealthResponse(BaseModel):
-    status: str
+    status: str  # ok | degraded (a decision path's latest outcome was unavailable or failed; ``problems`` says which)
+    problems: list[str]
     replica: str
     decided_by: str  # model | rule
     model_version: str | None
@@ -117,21 +138,29 @@ class HealthResponse(BaseModel):
     rate_limiter: str  # "shared", or why this replica limits on its own for now
     jwt_kids: list[str]  # the key ids this replica accepts, the signing one first (for rotations)
     auth_error: str | None  # why the last re-read of the keys and clients was refused (the previous ones stay)
+    decision_paths: dict[str, PathHealth]  # http | batch | handle -> outcomes
+    market_states: dict[str, dict]  # base asset -> the latest state lookup: source, candidates, excluded (venue -> why)
 
 
 # --- errors ------------------------------------------------------------------------------
 
 
 class RequestError(Exception):
-    """Input the selector cannot serve: a 422 naming the field, like pydantic's."""
+    """Input the selector cannot serve: a 422 naming the field, like pydantic's; or 409
+    (``no_candidate``) when the service's market state leaves no candidate, each named."""
 
-    def __init__(self, loc: list, message: str) -> None:
+    def __init__(self, loc: list, message: str, status: int = 422, excluded: list[dict] | None = None) -> None:
         super().__init__(message)
         self.loc = loc
         self.message = message
+        self.status = status
+        self.excluded = excluded
 
     def detail(self) -> list[dict]:
-        return [{"type": "selector_error", "loc": self.loc, "msg": self.message}]
+        item = {"type": "no_candidate" if self.status == 409 else "selector_error", "loc": self.loc, "msg": self.message}
+        if self.excluded is not None:
+            item["excluded"] = self.excluded
+        return [item]
 
 
 class ModelLoadError(RuntimeError):
@@ -140,10 +169,19 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Rejected:
-    """One request of a batch that the selector refused: which field, and why."""
+    """One request of a batch that the selector refused: which field, and why (422), or that
+    no candidate had a usable market state (409, each one's reason in ``excluded``)."""
 
     field: str | None
     message: str
+    status: int = 422
+    excluded: list[dict] | None = None
+
+    @classmethod
+    def of(cls, request: DecisionRequest, exc: SelectorError) -> Rejected:
+        if isinstance(exc, NoCandidate) and not exc.from_request:
+            return cls(_field_of_candidates(request), str(exc), 409, [e.model_dump() for e in exc.excluded])
+        return cls("features", str(exc))
 
 
 def _field_of_candidates(request: DecisionRequest) -> str:
@@ -179,7 +217,7 @@ class SelectorMetrics:
         )
         self._rejections = metrics.Counter(
             "botmain_selector_rejections_total",
-            "requests refused, by reason (unauthorized 401, forbidden 403, too_large 413, rate_limited 429, invalid 422)",
+            "requests refused, by reason (unauthorized 401, forbidden 403, no_candidate 409, too_large 413, rate_limited 429, invalid 422)",
             tag_keys=("reason",),
         )
 
@@ -230,6 +268,7 @@ class VenueSelector:
         self._model_lock = asyncio.Lock()
         self._states = None
         self.batches = self.batched_requests = 0
+        self.paths = {path: PathHealth() for path in ("http", "batch", "handle")}
         dsn = await self._on_worker(lambda: resolve_dsn(config, start_embedded=False))
         if dsn is None:
             raise RuntimeError("the venue selector cannot read the model registry: BOTMAIN_PG_DSN is not set in Ray's "
@@ -312,7 +351,7 @@ class VenueSelector:
                 try:
                     results.append(selector.decide_many([request], self._provider)[0])
                 except SelectorError as exc:
-                    results.append(Rejected("features", str(exc)))
+                    results.append(Rejected.of(request, exc))
         return [Rejected(None, NON_FINITE) if isinstance(r, Decision) and _non_finite(r) else r for r in results]
 
     async def _on_worker(self, fn, *args):
@@ -340,16 +379,47 @@ class VenueSelector:
         except SelectorError as exc:
             raise RequestError([*loc, _field_of_candidates(request)], str(exc)) from None
 
+    def _outcome(self, path: str, outcome: str, problem: str | None = None) -> None:
+        health = self.paths[path]
+        setattr(health, outcome, getattr(health, outcome) + 1)
+        health.last_outcome = outcome
+        if problem is not None:
+            health.last_problem = problem
+            health.last_problem_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    async def _counted(self, path: str, decide):
+        """``decide()``, its outcome counted for the health check."""
+        try:
+            result = await decide()
+        except RequestError as exc:
+            if exc.status == 409:
+                self._outcome(path, "unavailable", f"409 {'.'.join(map(str, exc.loc))}: {exc.message}")
+            else:
+                self._outcome(path, "refused")
+            raise
+        except Exception as exc:
+            self._outcome(path, "failed", f"{type(exc).__name__}: {exc}")
+            log.exception("replica %s: a decision on the %s path failed", self.replica, path)
+            raise
+        self._outcome(path, "answered")
+        return result
+
     async def decide_one(self, request: DecisionRequest, path: str = "http") -> Decision:
+        return await self._counted(path, lambda: self._decide_one(request, path))
+
+    async def _decide_one(self, request: DecisionRequest, path: str) -> Decision:
         started = time.perf_counter()
         self._check_candidates(self.selector, request, ["body"])
         result = await self._batched(request)
         if isinstance(result, Rejected):
-            raise RequestError(["body", result.field] if result.field else ["body"], result.message)
+            raise RequestError(["body", result.field] if result.field else ["body"], result.message, result.status, result.excluded)
         self.metrics.timed(path, started)
         return result
 
     async def decide_list(self, requests: list[DecisionRequest], path: str = "batch") -> list[Decision]:
+        return await self._counted(path, lambda: self._decide_list(requests, path))
+
+    async def _decide_list(self, requests: list[DecisionRequest], path: str) -> list[Decision]:
         started = time.perf_counter()
         selector = self.selector
         for i, request in enumerate(requests):
@@ -358,7 +428,7 @@ class VenueSelector:
         for i, result in enumerate(results):
             if isinstance(result, Rejected):
                 loc = ["body", "requests", i] + ([result.field] if result.field else [])
-                raise RequestError(loc, result.message)
+                raise RequestError(loc, result.message, result.status, result.excluded)
         self.metrics.decided(results)
         self.metrics.timed(path, started)
         return results
@@ -455,11 +525,15 @@ class VenueSelector:
 
     def health(self) -> HealthResponse:
         model = self.selector.model
+        problems = [f"decide ({path}): last answer {h.last_outcome}: {h.last_problem} (at {h.last_problem_at})"
+                    for path, h in self.paths.items() if h.last_outcome in ("unavailable", "failed")]
         return HealthResponse(
-            status="ok", replica=self.replica, decided_by="model" if self.model_version else "rule",
+            status="degraded" if problems else "ok", problems=problems, replica=self.replica, decided_by="model" if self.model_version else "rule",
             model_version=self.model_version, registry_error=self.registry_error, model_error=self.model_error,
             predictor=model.predictor if model is not None else None, batches=self.batches, batched_requests=self.batched_requests,
             rate_limiter=self.admission.state, jwt_kids=self.auth.credentials.keys.kids, auth_error=self.auth_error,
+            decision_paths={path: h.model_copy() for path, h in self.paths.items()},
+            market_states=dict(self._states.last) if self._states is not None else {},
         )
 
 
@@ -525,8 +599,8 @@ def build_api(service: VenueSelector) -> FastAPI:
 
     @api.exception_handler(RequestError)
     async def on_refused(request: Request, exc: RequestError) -> JSONResponse:
-        service.metrics.rejected("invalid")
-        return JSONResponse({"detail": exc.detail()}, status_code=422)
+        service.metrics.rejected("no_candidate" if exc.status == 409 else "invalid")
+        return JSONResponse({"detail": exc.detail()}, status_code=exc.status)
 
     @api.exception_handler(registry.RegistryError)
     async def on_unknown_model(request: Request, exc: registry.RegistryError) -> JSONResponse:
@@ -552,7 +626,8 @@ def build_api(service: VenueSelector) -> FastAPI:
         return JSONResponse(issued, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     @api.post("/v1/decide", response_model=Decision, tags=["decide"], openapi_extra=BEARER,
-              summary="The cheapest venue and market kind for one trade, with the ranked alternatives")
+              summary="The cheapest venue and market kind for one trade, with the ranked alternatives",
+              responses={409: {"description": "no candidate has a usable market state now (each one's reason in detail[0].excluded)"}})
     async def decide(body: DecisionRequest) -> Response:
         return _json(await service.decide_one(body))
 

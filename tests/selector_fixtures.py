@@ -78,3 +78,89 @@ def train_model(config: BotmainConfig, seed: int = 0, trees: int = 50, max_depth
 async def register_model(conn, version: str, raw: bytes, activate: bool = False) -> registry.ModelEntry:
     return await registry.register(conn, MODEL_NAME, version, {"trees": 50, "source": "tests.selector_fixtures"},
                                    FEATURES, raw, ARTIFACT_FORMAT, activate=activate)
+
+
+# --- a lake where a second perp venue and its spot market stop halfway -------------------
+
+
+def write_freqtrade_files(datadir, funding_csv, until: str, base: str = "SOL", glitch: dict[str, float] | None = None) -> dict[str, object]:
+    """freqtrade files as a user downloads them for Binance: USD-M funding (8 h), futures
+    candles (1 h) and spot candles (1 h) of ``base``, following Drift's recorded oracle (a
+    few bps of premium) from the start of ``funding_csv`` until ``until``; ``glitch``: hour ->
+    factor on that futures candle. Returns the paths."""
+    from pathlib import Path
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    drift = pd.read_csv(funding_csv)
+    oracle = pd.Series(drift["oraclePriceTwap"].to_numpy(), index=pd.to_datetime(drift["ts"], unit="s", utc=True).dt.floor("h"))
+    oracle = oracle[~oracle.index.duplicated(keep="last")]
+    oracle = oracle[oracle.index < pd.Timestamp(until, tz="UTC")]
+    rng = np.random.default_rng(7)
+
+    def candles(price: pd.Series, premium_bps: float) -> pa.Table:
+        close = price.to_numpy() * (1 + premium_bps / 1e4) * np.exp(rng.normal(0, 2e-4, len(price)))
+        open_ = np.concatenate([[close[0]], close[:-1]])
+        return pa.table({"date": pa.array(price.index.tz_convert(None).to_numpy(), pa.timestamp("ms", tz="UTC")),
+                         "open": open_, "high": np.maximum(open_, close) * 1.001, "low": np.minimum(open_, close) * 0.999,
+                         "close": close, "volume": rng.lognormal(8, 0.5, len(price))})
+
+    futures_dir = Path(datadir) / "binance" / "futures"
+    futures_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "funding": futures_dir / f"{base}_USDT_USDT-8h-funding_rate.feather",
+        "futures": futures_dir / f"{base}_USDT_USDT-1h-futures.feather",
+        "spot": Path(datadir) / "binance" / f"{base}_USDT-1h.feather",
+    }
+    settlements = oracle[oracle.index.hour % 8 == 0]
+    rates = rng.normal(0.0001, 0.00005, len(settlements))
+    feather.write_feather(pa.table({"date": pa.array(settlements.index.tz_convert(None).to_numpy(), pa.timestamp("ms", tz="UTC")),
+                                    "open": rates, "high": rates, "low": rates, "close": rates, "volume": np.zeros(len(rates))}),
+                          paths["funding"])
+    futures = oracle.copy()
+    for hour, factor in (glitch or {}).items():
+        futures[pd.Timestamp(hour, tz="UTC")] *= factor
+    feather.write_feather(candles(futures, 3.0), paths["futures"])
+    feather.write_feather(candles(oracle, 0.0), paths["spot"])
+    return paths
+
+
+def ingest_into_lake(config: BotmainConfig, paths) -> None:
+    """The files into ``config``'s lake with the project's own readers and lake writer."""
+    from cluster.lake import Lake
+    from jobs.ingest.formats import read_file
+    from jobs.ingest.naming import InstrumentResolver
+
+    lake, resolver = Lake(config.lake_root), InstrumentResolver(config)
+    for path in paths:
+        for series in read_file(path, resolver, None).series:
+            lake.write(series.kind, series.instrument.venue, series.instrument.symbol, series.table)
+
+
+ENDED_AT = "2025-10-07"  # about halfway through the sample's Drift funding (2025-04-14 -> 2026-04-01)
+
+
+def ended_venue_config(session_config_dir, base, glitch: dict[str, float] | None = None):
+    """A copy of the session configuration whose lake (under ``base``) holds the sample's Drift
+    SOL-PERP funding and Binance USD-M SOL-PERP funding and futures candles and Binance
+    SOL-USDT spot candles that end at ``ENDED_AT``: (its directory, the loaded configuration)."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from cluster.config import load_config
+    from tests.conftest import SAMPLE_FUNDING
+
+    base = Path(base)
+    directory = base / "configs"
+    shutil.copytree(session_config_dir, directory)
+    store = yaml.safe_load((directory / "store.yaml").read_text())
+    store["lake"] = {**store.get("lake", {}), "root": str(base / "lake")}
+    (directory / "store.yaml").write_text(yaml.safe_dump(store))
+    config = load_config(directory)
+    paths = write_freqtrade_files(base / "freqtrade", SAMPLE_FUNDING, ENDED_AT, glitch=glitch)
+    ingest_into_lake(config, [*paths.values(), SAMPLE_FUNDING])
+    return directory, config

@@ -249,3 +249,90 @@ def test_market_states_overlay_what_the_mds_sees_live(lake_config: BotmainConfig
     assert got["binance:SOL-USDT"] == lake_only  # nothing live for it: the lake's state
     assert got["drift:SOL-PERP"].volatility_bps == lake_only.volatility_bps  # history features stay the lake's
     assert HOUR_NS == 3_600_000_000_000
+
+
+# --- a venue whose recording ends halfway (issue 13, section 1) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def ended(session_config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BotmainConfig]:
+    """Drift's funding for the whole sample, Binance USD-M and spot (freqtrade files) only
+    until 2025-10-07, ingested into a lake of their own."""
+    from tests.selector_fixtures import ended_venue_config
+
+    return ended_venue_config(session_config_dir, tmp_path_factory.mktemp("ended"))
+
+
+ENDED_VENUES = ("binance:SOL-USDT", "binanceusdm:SOL-PERP")
+
+
+def test_a_venue_is_a_candidate_only_while_its_recording_is_current(ended):
+    _, config = ended
+    history = MarketHistory.from_lake(config, "SOL-PERP")
+    end = pd.Timestamp("2025-10-07 00:00", tz="UTC")
+    for key in ENDED_VENUES:
+        assert history.span_times(key) == [(pd.Timestamp("2025-04-14 00:00", tz="UTC"), end)], key
+    assert history.span_times("drift:SOL-PERP") == [(pd.Timestamp("2025-04-14 00:00", tz="UTC"), pd.Timestamp("2026-04-01 19:00", tz="UTC"))]
+    assert "2025-04-14 00:00 -> 2025-10-07 00:00 (4,224 of 8,467 h)" in history.spans_text("binanceusdm:SOL-PERP")
+
+    last = len(history.grid) - 1
+    states, excluded = history.states_at(last)
+    assert set(states) == {"drift:SOL-PERP", "jupiter:SOL-USDC", "raydium:SOL-USDC"}  # nothing carried forward for months
+    assert "binanceusdm:SOL-PERP funding: no row since 2025-10-06 16:00 UTC" in excluded["binanceusdm:SOL-PERP"]
+    assert "binance:SOL-USDT bars_1h: no row since 2025-10-06 23:00 UTC" in excluded["binance:SOL-USDT"]
+    before = int(np.searchsorted(history.grid, (end - pd.Timedelta(hours=1)).value))
+    assert set(ENDED_VENUES) <= set(history.states(before)) and not set(ENDED_VENUES) & set(history.states(before + 1))
+
+    data = build_dataset(history, DatasetSettings(requests_per_hour=1, horizons_h=(1, 72)))
+    horizon = data.X[:, FEATURES.index("horizon_h")].astype(int)
+    for key in ENDED_VENUES:  # a candidate only where its recording covers the whole holding period
+        rows = data.candidate == key
+        assert rows.any() and (data.hour[rows] + horizon[rows] <= before).all()
+    assert (data.candidate == "drift:SOL-PERP").sum() == data.n_requests
+
+
+def test_a_state_out_of_bounds_is_refused_by_venue_time_and_field(session_config_dir: Path, tmp_path_factory):
+    from serve.selector.history import InvalidVenueState
+    from tests.selector_fixtures import ended_venue_config
+
+    _, config = ended_venue_config(session_config_dir, tmp_path_factory.mktemp("glitch"), glitch={"2025-06-01 12:00": 2.5})
+    history = MarketHistory.from_lake(config, "SOL-PERP")
+    with pytest.raises(InvalidVenueState, match=r"^binanceusdm:SOL-PERP at 2025-06-01 12:00 UTC: premium_bps = 15\d{3}\.?\d*: "
+                                                r"input should be less than or equal to 10000$"):
+        build_dataset(history, DatasetSettings(requests_per_hour=1))
+    i = int(np.searchsorted(history.grid, pd.Timestamp("2025-06-01 12:00", tz="UTC").value))
+    states, excluded = history.states_at(i)  # serving: that venue alone is left out, named
+    assert "binanceusdm:SOL-PERP" not in states and "drift:SOL-PERP" in states
+    assert excluded["binanceusdm:SOL-PERP"].startswith("invalid market state: binanceusdm:SOL-PERP at 2025-06-01 12:00 UTC: premium_bps")
+
+
+def test_training_on_a_venue_that_ends_halfway_succeeds_and_reports_its_span(ray_head: BotmainConfig, ended):
+    """The job's entrypoint (what `botmain train-selector` submits) as a driver on the session
+    cluster, with the configuration of the lake holding the ended venue."""
+    import os
+    import subprocess
+    import sys
+
+    from cluster import runtime
+    from cluster.store.connection import resolve_dsn
+
+    directory, config = ended
+    env = {**os.environ, "BOTMAIN_CONFIG_DIR": str(directory), "RAY_ADDRESS": runtime.endpoints(ray_head.cluster).gcs_address}
+    env.pop("BOTMAIN_PG_DSN", None)
+    result = subprocess.run([sys.executable, "-m", "jobs.train_selector", "--requests-per-hour", "1", "--trees", "40",
+                             "--folds", "2", "--activate", "never", "--report-dir", str(directory.parent / "reports")],
+                            env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "validation error" not in out + result.stderr
+    listing = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and "candidate" in line}
+    assert "candidate 2025-04-14 00:00 -> 2025-10-07 00:00 (4,224 of 8,467 h)" in listing["binanceusdm:SOL-PERP"]
+    assert "candidate 2025-04-14 00:00 -> 2026-04-01 19:00 (8,467 of 8,467 h)" in listing["drift:SOL-PERP"]
+    version = out.split("registered ", 1)[1].split()[0]
+    entry = _run(resolve_dsn(config), lambda conn: registry.get(conn, version))
+    assert entry.metrics["candidate_spans"]["binance:SOL-USDT"] == [["2025-04-14 00:00:00+00:00", "2025-10-07 00:00:00+00:00"]]
+    report = entry.metrics["report"]
+    assert "candidates (a venue is one while" in report
+    assert any(line.split()[:1] == ["binanceusdm:SOL-PERP"] and "2025-04-14 00:00 -> 2025-10-07 00:00" in line for line in report.splitlines())
+    assert (directory.parent / "reports" / f"{version}.txt").read_text().startswith(report)
+    assert not entry.is_active

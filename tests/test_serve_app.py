@@ -742,6 +742,67 @@ def test_fuzzed_decide_payloads_never_get_a_5xx(client: httpx.Client, ray_head: 
     assert seen.get(200, 0) > 0 and seen.get(422, 0) > 0, seen
 
 
+# --- market state from a lake whose venue stopped recording (issue 13, section 1) ----------
+
+ENDED_APP = "venue-selector-ended"
+ENDED_VENUES = {"binance:SOL-USDT", "binanceusdm:SOL-PERP"}
+
+
+def test_a_venue_whose_recording_ended_is_left_out_and_named_never_a_500(
+        serve_port: int, registry_dsn: str, serve_secret_files: dict[str, str], token: str, session_config_dir: Path,
+        tmp_path_factory: pytest.TempPathFactory):
+    """Its own application on a lake holding Drift's funding for the whole sample and Binance
+    USD-M and spot (freqtrade files) only until 2025-10-07: the lake's newest hour is months
+    past their end, and their last mark against today's index is out of bounds."""
+    from ray import serve
+
+    from serve.app import build_app
+    from serve.rate_limit import stop_limiter
+    from tests.selector_fixtures import ended_venue_config
+
+    _, ended = ended_venue_config(session_config_dir, tmp_path_factory.mktemp("ended-serve"))
+    config = with_serve(with_database(ended, registry_dsn.rsplit("/", 1)[1]), rate_limit={"requests_per_s": 100_000, "burst": 100_000})
+    serve.run(build_app(config, app_name=ENDED_APP, environ=serve_secret_files), name=ENDED_APP, route_prefix="/ended")
+    buy = {"instrument": "SOL-PERP", "side": "buy", "size": 10}
+    only_ended = {**buy, "venues": ["binanceusdm", "binance"]}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}/ended", headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+            assert c.get("/v1/healthz").json()["status"] == "ok"
+            r = c.post("/v1/decide", json=buy)
+            assert r.status_code == 200, r.text
+            d = r.json()
+            assert {a["market"] for a in d["alternatives"]} == {"drift:SOL-PERP", "jupiter:SOL-USDC", "raydium:SOL-USDC"}
+            excluded = {e["market"]: e for e in d["excluded"]}
+            assert set(excluded) == ENDED_VENUES | {"hyperliquid:SOL-PERP"}
+            assert excluded["binanceusdm:SOL-PERP"]["venue"] == "binanceusdm"
+            assert "binanceusdm:SOL-PERP funding: no row since 2025-10-06 16:00 UTC" in excluded["binanceusdm:SOL-PERP"]["reason"]
+            assert "no funding series recorded" in excluded["hyperliquid:SOL-PERP"]["reason"]
+
+            r = c.post("/v1/decide", json=only_ended)  # nothing left to decide on: 409 naming each, not a 500
+            assert r.status_code == 409, r.text
+            detail = r.json()["detail"][0]
+            assert detail["type"] == "no_candidate" and detail["loc"] == ["body", "venues"]
+            assert {e["market"] for e in detail["excluded"]} == ENDED_VENUES and "no row since" in detail["msg"]
+            r = c.post("/v1/decide/batch", json={"requests": [buy, only_ended]})
+            assert r.status_code == 409 and r.json()["detail"][0]["loc"] == ["body", "requests", 1, "venues"], r.text
+
+            health = c.get("/v1/healthz").json()
+            assert health["status"] == "degraded", health
+            assert health["decision_paths"]["http"]["answered"] == 1 and health["decision_paths"]["http"]["unavailable"] == 1
+            assert health["decision_paths"]["batch"]["last_outcome"] == "unavailable"
+            assert any("decide (http)" in p and "409" in p and "binanceusdm:SOL-PERP" in p for p in health["problems"])
+            assert set(health["market_states"]["SOL"]["excluded"]) == ENDED_VENUES | {"hyperliquid:SOL-PERP"}
+
+            assert c.post("/v1/decide", json=buy).status_code == 200  # the paths answer again: ok again
+            assert c.post("/v1/decide/batch", json={"requests": [buy]}).status_code == 200
+            health = c.get("/v1/healthz").json()
+            assert (health["status"], health["problems"]) == ("ok", [])
+            assert "409" in health["decision_paths"]["http"]["last_problem"]  # the last failure stays on record
+    finally:
+        serve.delete(ENDED_APP)
+        stop_limiter(ENDED_APP)
+
+
 # --- rate limit ----------------------------------------------------------------------------
 
 

@@ -10,7 +10,11 @@ end is still inside the recording. The label of a candidate is
     + funding settled over (t, t + horizon] + the perp premium's change     (serve.selector.costs)
 
 so a label never uses the future of anything but the holding period itself, and a feature
-never uses anything after the decision time.
+never uses anything after the decision time. A candidate of a request is a venue that is
+current at the decision hour and stays current through the end of the holding period
+(``MarketHistory``: its recording neither ends nor has a gap before then), so no label is
+priced from rows carried past a recording's end; an hour where no venue is current gives no
+request.
 """
 
 from __future__ import annotations
@@ -61,15 +65,18 @@ def build_dataset(history: MarketHistory, settings: DatasetSettings) -> Dataset:
     rows, req_ids, row_hours, row_keys, row_sides, row_horizons, rule_picks = [], [], [], [], [], [], []
     ex = FEATURES.index("execution_bps")
     rid = 0
+    run_end = {k: history.venues[k].run_end for k in keys}
     for i in hours:
         states = history.states(int(i))
         if not states:
             continue
-        usable = [c for c in cands if c.key in states]
         for _ in range(settings.requests_per_hour):
             side = 1 if rng.random() < 0.5 else -1
             notional = float(np.exp(rng.uniform(np.log(settings.min_notional_usd), np.log(settings.max_notional_usd))))
             horizon = int(rng.choice(settings.horizons_h))
+            usable = [c for c in cands if c.key in states and run_end[c.key][i] >= i + horizon]  # current through the holding period
+            if not usable:
+                continue
             size = notional / states[usable[0].key].price  # one size in base units for every venue
             request_rows = [model_row(cost_model, c, side, size, horizon, states[c.key]) for c in usable]
             rule_picks.append(rule_pick(usable, side, states, request_rows).key)
@@ -81,6 +88,9 @@ def build_dataset(history: MarketHistory, settings: DatasetSettings) -> Dataset:
                 row_sides.append(side)
                 row_horizons.append(horizon)
             rid += 1
+    if not rows:
+        raise ValueError(f"{history.base}: no hour has a venue whose recording covers a holding period "
+                         f"(candidate spans: {history.spans_text()})")
     X = np.vstack(rows)
     row_keys_a, row_hours_a = np.asarray(row_keys), np.asarray(row_hours)
     sides_a, horizons_a = np.asarray(row_sides), np.asarray(row_horizons)

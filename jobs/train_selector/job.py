@@ -54,7 +54,7 @@ def train_selector(config: BotmainConfig, request: TrainRequest, say: Callable[[
     start, end = (pd.Timestamp(history.grid[0], tz="UTC"), pd.Timestamp(history.grid[-1], tz="UTC"))
     say(f"history: {history.base}, {len(history.grid):,} hours {start:%Y-%m-%d %H:%M} -> {end:%Y-%m-%d %H:%M}; index: {history.index_source}")
     for key, v in sorted(history.venues.items()):
-        say(f"  {key:<22} {v.candidate.kind:<5} {v.source}")
+        say(f"  {key:<22} {v.candidate.kind:<5} {v.source}; candidate {history.spans_text(key)}")
     for note in history.notes:
         say(f"  note: {note}")
     dataset = build_dataset(history, request.dataset)
@@ -89,6 +89,7 @@ def train_selector(config: BotmainConfig, request: TrainRequest, say: Callable[[
         "folds": folds,
         "instrument": request.instrument,
         "candidates": sorted(history.venues),
+        "candidate_spans": {k: [[str(t0), str(t1)] for t0, t1 in history.span_times(k)] for k in sorted(history.venues)},
         "notes": history.notes,
         "data": {"from": str(start), "to": str(end), "hours": int(len(history.grid)), "index": history.index_source},
         "dataset": asdict(request.dataset),
@@ -119,6 +120,10 @@ async def _register(config: BotmainConfig, version: str, metrics: dict, raw: byt
         await conn.close()
 
 
+def _hour(ns) -> str:
+    return f"{pd.Timestamp(int(ns), tz='UTC'):%Y-%m-%d %H:%M}"
+
+
 LABELS = {"model": "model", "rule": "whitepaper rule", "always_perp": "always perp", "always_spot": "always spot", "hindsight": "hindsight (floor)"}
 
 
@@ -135,6 +140,11 @@ def render_report(history: MarketHistory, dataset, folds: list[dict], overall: d
         lines.append(row(f"{s['test_from'][:16]} -> {s['test_to'][:10]}", s))
     lines.append("-" * len(head))
     lines.append(row("all held-out periods", overall))
+    lines.append("")
+    lines.append(f"candidates (a venue is one while each series feeding it is current: newest row within its interval "
+                 f"+ the venue's stale_after_s), of {len(history.grid):,} h from {_hour(history.grid[0])}:")
+    for key in sorted(history.venues):
+        lines.append(f"  {key:<22} {history.spans_text(key)}")
     lines.append("")
     lines.append("picks (held out): model " + ", ".join(f"{k} {v:,}" for k, v in overall["model_picks"].items())
                  + "; rule " + ", ".join(f"{k} {v:,}" for k, v in overall["rule_picks"].items())

@@ -22,6 +22,7 @@ class Candidate:
     kind: str  # perp | spot
     base: str
     costs: LegCosts  # the simulator's cost settings for this listing
+    stale_after_s: float = 10.0  # venues.yaml: silent longer than this past a due row -> not a candidate (the MDS's rule)
 
     @property
     def is_perp(self) -> bool:
@@ -57,7 +58,8 @@ def candidates(config: BotmainConfig, instrument: str, venues: list[str] | None 
         kind = inst.kind.value
         if kind == "spot" and inst.quote not in USD_QUOTES:
             continue
-        out.append(Candidate(inst.key, inst.venue, inst.symbol, kind, base, LegCosts.from_config(config, inst.key)))
+        out.append(Candidate(inst.key, inst.venue, inst.symbol, kind, base, LegCosts.from_config(config, inst.key),
+                             config.venues.venues[inst.venue].stale_after_s))
     if not out:
         raise SelectorError(f"no venue lists {base} as a perp or USD-quoted spot market")
     return sorted(out, key=lambda c: c.key)

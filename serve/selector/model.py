@@ -50,6 +50,14 @@ class Alternative(BaseModel):
     cost_bps: float
 
 
+class Excluded(BaseModel):
+    """A candidate left out of a decision, and why."""
+
+    venue: str
+    market: str  # venue:SYMBOL
+    reason: str
+
+
 class Decision(BaseModel):
     instrument: str
     side: str
@@ -59,7 +67,8 @@ class Decision(BaseModel):
     market: str
     kind: str
     expected_cost_bps: float
-    alternatives: list[Alternative]  # every candidate, cheapest first
+    alternatives: list[Alternative]  # every candidate decided on, cheapest first
+    excluded: list[Excluded] = []  # candidates left out (no current or valid market state), with the reason
     decided_by: Literal["model", "rule"]
     model_version: str | None
     note: str | None = None
@@ -102,6 +111,17 @@ class SelectorModel:
 
 StateProvider = Callable[[DecisionRequest, list[Candidate]], dict[str, VenueState]]
 
+
+class NoCandidate(SelectorError):
+    """No candidate of a request has a usable market state: each one's reason in ``excluded``.
+    ``from_request``: the request carried the states (its own error), else the service's
+    market data left them all out."""
+
+    def __init__(self, message: str, excluded: list[Excluded], from_request: bool) -> None:
+        super().__init__(message)
+        self.excluded = excluded
+        self.from_request = from_request
+
 NO_MODEL_NOTE = "no trained model is active: the whitepaper rule chose; costs are the cost model's estimate"
 
 
@@ -126,22 +146,26 @@ class Selector:
         for request in requests:
             cands = self.candidates_for(request)
             cost_model = self._costs[(request.instrument, tuple(request.venues) if request.venues else None)]
-            states = request.features if request.features is not None else provider(request, cands)
+            from_request = request.features is not None
+            states = request.features if from_request else self._provided(provider, request, cands)
             unknown = sorted(set(states) - {c.key for c in cands})
-            if request.features is not None and unknown:
+            if from_request and unknown:
                 raise SelectorError(f"features for {', '.join(unknown)}: not a candidate for {request.instrument} "
                                     f"(candidates: {', '.join(c.key for c in cands)})")
             usable = [c for c in cands if c.key in states]
+            reasons = getattr(states, "excluded", {})
+            default = "the request carries no features for it" if from_request else "no market state for it"
+            excluded = [Excluded(venue=c.venue, market=c.key, reason=reasons.get(c.key, default)) for c in cands if c.key not in states]
             if not usable:
-                raise SelectorError(f"no market state for any venue of {request.instrument} "
-                                    f"(candidates: {', '.join(c.key for c in cands)})")
+                raise NoCandidate(f"no candidate venue of {request.instrument} has a usable market state: "
+                                  + "; ".join(f"{e.market}: {e.reason}" for e in excluded), excluded, from_request)
             rows = np.vstack([model_row(cost_model, c, request.sign, request.size, request.horizon_h, states[c.key]) for c in usable])
-            source = "request" if request.features is not None else getattr(states, "source", "") or "state provider"
-            prepared.append((request, usable, states, rows, source))
+            source = "request" if from_request else getattr(states, "source", "") or "state provider"
+            prepared.append((request, usable, states, rows, source, excluded))
         if self.model is not None and prepared:
             predicted = self.model.predict(np.vstack([p[3] for p in prepared]))
         out, at = [], 0
-        for request, usable, states, rows, source in prepared:
+        for request, usable, states, rows, source, excluded in prepared:
             n = len(usable)
             if self.model is not None:
                 costs = [float(x) for x in predicted[at : at + n]]
@@ -150,10 +174,21 @@ class Selector:
                 costs = [estimated_cost_bps(r) for r in rows]
                 chosen = rule_pick(usable, request.sign, states, rows)
             at += n
-            out.append(self._decision(request, usable, rows, costs, chosen, source))
+            out.append(self._decision(request, usable, rows, costs, chosen, source, excluded))
         return out
 
-    def _decision(self, request, usable, rows, costs, chosen, source: str) -> Decision:
+    @staticmethod
+    def _provided(provider: StateProvider, request: DecisionRequest, cands: list[Candidate]) -> dict[str, VenueState]:
+        """The provider's states; a provider that fails leaves every candidate out, named."""
+        try:
+            return provider(request, cands)
+        except Exception as exc:  # noqa: BLE001  (market data must never turn into a 500)
+            log.exception("the state provider failed for %s", request.instrument)
+            reason = f"market state unavailable: {type(exc).__name__}: {exc}"
+            raise NoCandidate(f"no candidate venue of {request.instrument} has a usable market state: {reason}",
+                              [Excluded(venue=c.venue, market=c.key, reason=reason) for c in cands], False) from None
+
+    def _decision(self, request, usable, rows, costs, chosen, source: str, excluded: list[Excluded]) -> Decision:
         """Validated from plain dicts in one pydantic-core call: faster than building the
         nested models one by one in Python (or ``model_construct``), a decision's largest
         cost after the features."""
@@ -173,4 +208,5 @@ class Selector:
             "note": None if self.model is not None else NO_MODEL_NOTE,
             "features_from": source,
             "features": {c.key: dict(zip(FEATURES, r)) for c, r in zip(usable, rows.tolist())},
+            "excluded": [e.model_dump() for e in excluded],
         })

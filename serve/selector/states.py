@@ -11,7 +11,12 @@ deployment keeps the lake current by ingesting what the MDS stores. The first re
 an asset the poll has not seen yet waits for one snapshot of it (at most
 ``FIRST_LIVE_WAIT_S``), so that it too gets the live market.
 
-Every answer says which it used (``StateMap.source``).
+Every answer says which it used (``StateMap.source``), and which candidates it left out and
+why (``StateMap.excluded``): a venue whose lake recording is not current at the newest hour
+(``history.MarketHistory``: ended, or a gap, past the venue's ``stale_after_s``) unless the
+MDS sees it live and not stale, and a venue whose state, lake or live, is out of
+``VenueState``'s bounds. Reading the lake can fail (no data, a damaged file): then every
+candidate is left out with that reason, and the decision says so instead of failing.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ import logging
 import time
 
 import numpy as np
+from pydantic import ValidationError
 
 from cluster.config import BotmainConfig
 from serve.selector.candidates import Candidate, base_asset
 from serve.selector.features import VenueState
-from serve.selector.history import MarketHistory
+from serve.selector.history import InvalidVenueState, MarketHistory
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +40,13 @@ FIRST_LIVE_WAIT_S = 1.0
 
 
 class StateMap(dict):
-    """venue:SYMBOL -> VenueState, and where they came from."""
+    """venue:SYMBOL -> VenueState, where they came from, and the candidates left out (why)."""
 
     source: str = ""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.excluded: dict[str, str] = {}
 
 
 class MarketStates:
@@ -49,24 +59,39 @@ class MarketStates:
         self._live: dict[str, dict] = {}  # base -> the MDS's latest snapshot
         self.live_error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # where ``run`` polls
+        self.last: dict[str, dict] = {}  # base -> the latest answer's source, candidates and exclusions (health)
 
     # --- the provider ------------------------------------------------------------------------
 
     def __call__(self, request, candidates: list[Candidate]) -> StateMap:
         base = candidates[0].base
         first = base not in self._history
-        history = self.history(base)
+        try:
+            history = self.history(base)
+        except Exception as exc:  # noqa: BLE001  (no data, a damaged file: the decision names it, never a 500)
+            log.warning("no market state from the lake for %s: %s: %s", base, type(exc).__name__, exc)
+            history = None
+            lake_error = f"no market state from the lake: {exc}" if isinstance(exc, ValueError) else \
+                f"no market state from the lake: {type(exc).__name__}: {exc}"
         if first:
             self._fetch_live_now(base)
-        i = len(history.grid) - 1
-        states = StateMap(history.states(i))
-        as_of = np.datetime64(int(history.decision_ns[i]), "ns")
-        states.source = f"lake, as of {str(as_of)[:16]} UTC"
+        if history is not None:
+            i = len(history.grid) - 1
+            lake_states, excluded = history.states_at(i)
+            states = StateMap(lake_states)
+            states.excluded.update(excluded)
+            as_of = np.datetime64(int(history.decision_ns[i]), "ns")
+            states.source = f"lake, as of {str(as_of)[:16]} UTC"
+        else:
+            states = StateMap()
+            states.excluded.update({c.key: lake_error for c in candidates})
+            states.source = "none (no market state from the lake)"
         live = self._live.get(base)
         if live is not None and (live["tops"] or live["funding"] or live["marks"]):
             overlaid = self._overlay(states, live, {c.key: c for c in candidates})
             if overlaid:
                 states.source = f"MDS live ({', '.join(sorted(overlaid))}), history features from the lake"
+        self.last[base] = {"source": states.source, "candidates": sorted(states), "excluded": dict(states.excluded)}
         return states
 
     def history(self, base: str) -> MarketHistory:
@@ -158,10 +183,18 @@ class MarketStates:
                 staleness = max(staleness, 3600.0)
             update["staleness_s"] = staleness
             if base_state is None:
-                if "price" not in update:
+                # not in the lake's state (none, or left out there): live only while the MDS does not call it stale
+                if "price" not in update or candidate.venue in stale:
                     continue
-                states[key] = VenueState(**update)
+                values = update
             else:
-                states[key] = base_state.model_copy(update=update)
+                values = {**base_state.model_dump(), **update}
+            try:
+                states[key] = VenueState(**values)
+            except ValidationError as exc:
+                states.pop(key, None)
+                states.excluded[key] = f"invalid market state: {InvalidVenueState(key, now, exc)} (live from the MDS)"
+                continue
+            states.excluded.pop(key, None)
             overlaid.append(key)
         return overlaid
