@@ -110,6 +110,7 @@ def start_head(config: ClusterConfig, env: dict[str, str] | None = None) -> Clus
         "--include-dashboard=true",
         f"--dashboard-host={head.dashboard_host}",
         f"--dashboard-port={head.dashboard_port}",
+        f"--dashboard-agent-listen-port={head.dashboard_agent_port}",
         "--disable-usage-stats",
     ]
     if head.node_ip_address is not None:

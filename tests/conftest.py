@@ -142,6 +142,7 @@ def session_config_dir(pg_server: EmbeddedPostgres, tmp_path_factory: pytest.Tem
                 "port": free_port(),
                 "dashboard_port": free_port(),
                 "client_server_port": free_port(),
+                "dashboard_agent_port": free_port(),
                 "num_cpus": 2,
                 "temp_dir": tempfile.mkdtemp(prefix="btr-"),
             }

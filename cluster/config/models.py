@@ -35,6 +35,9 @@ class HeadConfig(Strict):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Port = 8265
     client_server_port: Port = 10001
+    # the job API's agent on the head (Ray's default port): two clusters on one machine
+    # need different ones, or the second cannot take jobs ("No available agent")
+    dashboard_agent_port: Port = 52365
     num_cpus: Annotated[int, Field(ge=1)] | None = None
     object_store_memory_mb: Annotated[int, Field(ge=64)] | None = None
     temp_dir: str | None = Field(None, description="Ray session/log directory (default /tmp/ray)")
