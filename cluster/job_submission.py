@@ -1,10 +1,21 @@
 """Submit Botmain jobs to the cluster through Ray's job submission API (token auth on).
 
 The entrypoint runs on the head node in Ray's environment: ``botmain up`` started Ray with
-this virtualenv first on ``PATH``, so ``python -m jobs.<name>`` imports Botmain. On a
-remote cluster (``cluster.address`` set) the project directory is shipped as the job's
-``working_dir``; secrets are never put in the runtime env (it is visible in the
-dashboard): each node reads ``BOTMAIN_*`` from its own environment.
+this virtualenv first on ``PATH``, so ``python -m jobs.<name>`` imports Botmain.
+
+A job reads the configuration the submitting command read, not whatever Ray's processes
+inherited when the cluster was started (``job_runtime_env``):
+
+* local head (``cluster.address`` null): the job runs on this machine and is told the
+  directory, ``BOTMAIN_CONFIG_DIR`` in its runtime env's ``env_vars``;
+* remote cluster (``cluster.address`` set): the directory may exist on this machine only,
+  so its files travel with the job. The project directory is staged with the
+  configuration's files in place of its ``configs/`` and shipped as the job's
+  ``working_dir``, and ``BOTMAIN_CONFIG_DIR`` names that shipped ``configs/``.
+
+Secrets are never put in the runtime env (it is visible in the dashboard) and the
+configuration holds none (the loader refuses them): each node reads ``BOTMAIN_*`` secrets
+from its own environment.
 """
 
 from __future__ import annotations
@@ -13,14 +24,21 @@ import asyncio
 import logging
 import re
 import shlex
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TextIO
 
 from cluster.config import BotmainConfig
+from cluster.config.loader import CONFIG_DIR_VAR, FILES, PROJECT_ROOT
 from cluster.runtime import dashboard_alive, enable_token_auth, endpoints
 
-SHIPPED_EXCLUDES = [".venv", "var", ".git", "**/__pycache__", "reports"]
+NOT_SHIPPED = {".venv", "var", ".git", "reports"}  # top-level entries of the project left behind
+SHIPPED_CONFIG_DIR = "configs"  # in the shipped working directory, relative to it
 AGENT_WAIT_S = 60.0  # how long a submission waits for a just-started cluster's job agent
 
 
@@ -41,24 +59,49 @@ def _client(config: BotmainConfig):
 def submit(config: BotmainConfig, argv: list[str], *, job_name: str) -> str:
     """Submit ``python -m <argv...>``; returns the submission id."""
     client = _client(config)
-    runtime_env: dict = {}
-    if config.cluster.address:
-        runtime_env["working_dir"] = str(config.root)
-        runtime_env["excludes"] = SHIPPED_EXCLUDES
     entrypoint = "python -m " + " ".join(shlex.quote(a) for a in argv)
     submission_id = f"{job_name}-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 100000:05d}"
     deadline = time.monotonic() + AGENT_WAIT_S
-    while True:
-        try:
-            return client.submit_job(
-                entrypoint=entrypoint, runtime_env=runtime_env or None, submission_id=submission_id, metadata={"botmain_job": job_name}
-            )
-        except RuntimeError as exc:
-            # Right after `botmain up` the dashboard answers before its job agent has
-            # registered; Ray says so with this message. Anything else is a real refusal.
-            if "No available agent" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
+    with job_runtime_env(config) as runtime_env:  # a staged working_dir is uploaded by submit_job
+        while True:
+            try:
+                return client.submit_job(
+                    entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id, metadata={"botmain_job": job_name}
+                )
+            except RuntimeError as exc:
+                # Right after `botmain up` the dashboard answers before its job agent has
+                # registered; Ray says so with this message. Anything else is a real refusal.
+                if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+
+@contextmanager
+def job_runtime_env(config: BotmainConfig) -> Iterator[dict]:
+    """The runtime env that makes a job read ``config``'s files (module docstring); a staged
+    working directory lives until the ``with`` block ends."""
+    if not config.cluster.address:
+        yield {"env_vars": {CONFIG_DIR_VAR: str(config.directory)}}
+        return
+    with tempfile.TemporaryDirectory(prefix="botmain-job-") as tmp:
+        staged = stage_working_dir(config, Path(tmp) / "botmain")
+        yield {"working_dir": str(staged), "env_vars": {CONFIG_DIR_VAR: SHIPPED_CONFIG_DIR}}
+
+
+def stage_working_dir(config: BotmainConfig, target: Path) -> Path:
+    """A copy of the project (its code and ``data/``, without ``NOT_SHIPPED``) whose
+    ``configs/`` holds ``config``'s files: what a job on another machine runs in."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        top = Path(directory) == PROJECT_ROOT
+        return {n for n in names if n == "__pycache__" or (top and (n in NOT_SHIPPED or n == SHIPPED_CONFIG_DIR))}
+
+    shutil.copytree(PROJECT_ROOT, target, ignore=ignore)
+    shipped = target / SHIPPED_CONFIG_DIR
+    shipped.mkdir()
+    for name in FILES:
+        shutil.copy2(config.directory / f"{name}.yaml", shipped / f"{name}.yaml")
+    return target
 
 
 # What Ray itself writes into a job's log at INFO ("Runtime env is setting up.", "Running

@@ -188,3 +188,69 @@ def test_gzip_sample_files_are_intact():
     for path in (SAMPLE / "hftbacktest").rglob("*.gz"):
         with gzip.open(path, "rt") as handle:
             assert handle.readline().split(" ", 1)[0].isdigit()
+
+
+def _freqtrade_candles(table, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    feather.write_feather(pa.table({c: table[c] for c in ("date", "open", "high", "low", "close", "volume")}), path)
+
+
+def test_hyperliquid_freqtrade_files_resolve_to_the_listed_instruments(config, dsn, tmp_path: Path):
+    """Hyperliquid data in freqtrade's layout (``hyperliquid/futures/BTC_USDC_USDC-...``).
+    No permissively licensed Hyperliquid freqtrade file is published (docs: data/sample/
+    PROVENANCE.md), so the files are written in that layout from the sample's own rows: the
+    names and the folder are what is under test, not the prices."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.feather as feather
+
+    incoming = tmp_path / "user_data" / "data"
+    futures = incoming / "hyperliquid" / "futures"
+    candles = feather.read_table(SAMPLE / "binance" / "futures" / "SOL_USDT_USDT-1m-futures.feather")
+    _freqtrade_candles(candles.slice(0, 300), futures / "SOL_USDC_USDC-1m-futures.feather")
+    _freqtrade_candles(candles.slice(300, 120), futures / "HYPE_USDC_USDC-1m-futures.feather")  # not listed
+    backwards = candles.slice(0, 50).take(pa.array(np.arange(49, -1, -1)))
+    _freqtrade_candles(backwards, futures / "ETH_USDC_USDC-1m-futures.feather")  # not listed, and refused
+    # freqtrade's funding file: one row per settlement, the rate (a fraction) in `open`
+    drift = pacsv.read_csv(SAMPLE / "drift" / "BTC-PERP.csv").slice(0, 48)
+    rate = pc.divide(drift["fundingRate"], drift["oraclePriceTwap"])
+    date = pc.cast(pc.multiply(drift["ts"], 1000), pa.timestamp("ms", tz="UTC"))
+    zeros = pa.array(np.zeros(drift.num_rows))
+    funding = pa.table({"date": date, "open": rate, "high": rate, "low": rate, "close": rate, "volume": zeros})
+    _freqtrade_candles(funding, futures / "BTC_USDC_USDC-1h-funding_rate.feather")
+    # Binance's USDC-margined BTC perp is not listed, and its derived symbol is the listed BTCUSDT's
+    _freqtrade_candles(candles.slice(0, 60), incoming / "binance" / "futures" / "BTC_USDC_USDC-1m-futures.feather")
+
+    report = asyncio.run(ingest([incoming], config, progress=False))
+    refused = {Path(f.path).name: f.error for f in report.refused}
+    assert set(refused) == {"ETH_USDC_USDC-1m-futures.feather", "BTC_USDC_USDC-1m-futures.feather"}, report.render()
+    assert "not strictly increasing" in refused["ETH_USDC_USDC-1m-futures.feather"]
+    assert "'BTCUSDT'" in refused["BTC_USDC_USDC-1m-futures.feather"]
+    stored = {inst for f in report.files if not f.error for _, inst, _ in f.series}
+    assert stored == {"hyperliquid:SOL-PERP", "hyperliquid:HYPE-PERP", "hyperliquid:BTC-PERP"}
+    # only what was stored and is not listed is reported as not listed
+    assert report.unlisted_instruments == ["hyperliquid:HYPE-PERP"]
+    unlisted_line = next(line for line in report.render().splitlines() if line.startswith("instruments not listed"))
+    assert unlisted_line.endswith(": hyperliquid:HYPE-PERP")
+
+    async def rows():
+        conn = await asyncpg.connect(dsn)
+        try:
+            return {f"{r['venue']}:{r['symbol']}": r for r in await conn.fetch("SELECT * FROM instruments")}
+        finally:
+            await conn.close()
+
+    instruments = asyncio.run(rows())
+    assert set(instruments) == stored
+    assert instruments["hyperliquid:SOL-PERP"]["venue_symbol"] == "SOL"  # as venues.yaml lists it
+    assert float(instruments["hyperliquid:SOL-PERP"]["tick_size"]) == 0.001
+    assert instruments["hyperliquid:BTC-PERP"]["venue_symbol"] == "BTC"
+    assert instruments["hyperliquid:HYPE-PERP"]["tick_size"] is None
+    lake = {(s.kind, s.venue, s.instrument): s.rows for s in Lake(config.lake_root).summary()}
+    assert lake == {("bars_1m", "hyperliquid", "SOL-PERP"): 300, ("bars_1m", "hyperliquid", "HYPE-PERP"): 120,
+                    ("funding", "hyperliquid", "BTC-PERP"): 48}  # fmt: skip

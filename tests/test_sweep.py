@@ -4,7 +4,9 @@ real PostgreSQL, resuming, retries, and the CLI through the authenticated job AP
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,9 +15,10 @@ import cloudpickle
 import numpy as np
 import pytest
 import ray
+import yaml
 
-from cluster import runtime
-from cluster.config import BotmainConfig
+from cluster import job_submission, runtime
+from cluster.config import BotmainConfig, load_config
 from jobs.sweep import results
 from jobs.sweep.job import SweepRequest, execute, resolve_strategy, run_sweep
 from sim.backtest import backtest
@@ -255,3 +258,59 @@ def test_botmain_backtest_prints_metrics_and_writes_a_report(lake_config: Botmai
         assert label in result.stdout
     bad = botmain(session_config_dir, "backtest", "sol_ema_cross", "--param", "fast=80")
     assert bad.returncode != 0 and "fast (80) must be below slow (48)" in bad.stderr
+
+
+# --- the job reads the submitting command's configuration --------------------------------
+
+
+def _user_config_dir(session_config_dir: Path, target: Path, **cluster) -> Path:
+    """The session configuration copied to a user's own directory, with a strategy instance
+    only it defines (``user_ema``) and ``cluster`` merged into cluster.yaml."""
+    shutil.copytree(session_config_dir, target)
+    strategies = yaml.safe_load((target / "strategies.yaml").read_text())
+    strategies["strategies"].append(
+        {"name": "user_ema", "strategy": "ema_cross", "instruments": ["binanceusdm:SOL-PERP"], "params": {"fast": 6, "slow": 30}}
+    )
+    (target / "strategies.yaml").write_text(yaml.safe_dump(strategies))
+    if cluster:
+        cfg = yaml.safe_load((target / "cluster.yaml").read_text())
+        cfg.update(cluster)
+        (target / "cluster.yaml").write_text(yaml.safe_dump(cfg))
+    return target
+
+
+def test_botmain_sweep_job_reads_the_config_dir_the_command_read(ray_head: BotmainConfig, lake_config: BotmainConfig, session_config_dir: Path, tmp_path: Path):
+    # The cluster was started with BOTMAIN_CONFIG_DIR at the session's configuration; this
+    # user's directory is another one, and only it knows `user_ema`.
+    user_dir = _user_config_dir(session_config_dir, tmp_path / "mine" / "configs")
+    backtest_run = botmain(user_dir, "backtest", "user_ema", "--start", START, "--end", END)
+    assert backtest_run.returncode == 0, backtest_run.stderr
+    result = botmain(
+        user_dir, "sweep", "--strategy", "user_ema", "--grid", "fast=5:7:2", "--start", START, "--end", END,
+        "--run-id", "user-dir-sweep", "--store-best", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unknown strategy" not in result.stdout + result.stderr
+    assert "2/2 combos stored" in result.stdout
+    # relative paths resolve as they did for the command: reports/ beside the user's configs/
+    report = Path(result.stdout.split("report of the best combo: ", 1)[1].split()[0])
+    assert report == tmp_path / "mine" / "reports" / "user-dir-sweep" / "report.html" and report.exists()
+
+
+def test_a_job_on_a_cluster_at_an_address_gets_the_config_files_shipped(ray_head: BotmainConfig, lake_config: BotmainConfig, session_config_dir: Path, tmp_path: Path):
+    """With ``cluster.address`` set the job may run on a machine that does not have the
+    submitter's configuration directory: its files travel with the job. The directory is
+    deleted as soon as the job is submitted, so the job can only have read what was shipped."""
+    gcs = runtime.endpoints(ray_head.cluster).gcs_address
+    user_dir = _user_config_dir(session_config_dir, tmp_path / "elsewhere" / "configs", address=gcs)
+    config = load_config(user_dir)
+    args = ["jobs.sweep", "--strategy", "user_ema", "--grid", "fast=5:7:2", "--start", START, "--end", END,
+            "--run-id", "shipped-config-sweep", "--no-report"]  # fmt: skip
+    job_id = job_submission.submit(config, args, job_name="sweep")
+    shutil.rmtree(tmp_path / "elsewhere")
+
+    out = io.StringIO()
+    final = job_submission.follow(config, job_id, out=out)
+    logs = out.getvalue()
+    assert final == "SUCCEEDED", logs
+    assert "2/2 combos stored" in logs

@@ -54,8 +54,13 @@ class ConfigError(ValueError):
     """A configuration file is missing, unparseable or invalid. The message says where."""
 
 
+CONFIG_DIR_VAR = "BOTMAIN_CONFIG_DIR"
+
+
 def config_dir() -> Path:
-    return Path(os.environ.get("BOTMAIN_CONFIG_DIR", DEFAULT_CONFIG_DIR)).resolve()
+    """``$BOTMAIN_CONFIG_DIR`` (a relative one against the working directory), else the
+    repository's ``configs/``."""
+    return Path(os.environ.get(CONFIG_DIR_VAR, DEFAULT_CONFIG_DIR)).resolve()
 
 
 def load_file(path: Path, model: type[M]) -> M:
@@ -175,7 +180,8 @@ def _display(path: Path) -> str:
 class BotmainConfig:
     """Everything ``configs/`` says, plus the secrets from the environment."""
 
-    root: Path  # project root: relative paths in the files resolve against it
+    root: Path  # the configuration directory's parent: relative paths in the files resolve against it
+    directory: Path  # where the files were read: jobs submitted with this configuration read them too
     cluster: ClusterConfig
     store: StoreConfig
     venues: VenuesConfig
@@ -236,7 +242,7 @@ def load_config(directory: Path | str | None = None) -> BotmainConfig:
     if not directory.is_dir():
         raise ConfigError(f"{directory}: configuration directory not found")
     parts = {name: load_file(directory / f"{name}.yaml", model) for name, model in FILES.items()}
-    config = BotmainConfig(root=directory.parent, **parts)  # type: ignore[arg-type]
+    config = BotmainConfig(root=directory.parent, directory=directory, **parts)  # type: ignore[arg-type]
     _check_cross_references(config, directory)
     return config
 

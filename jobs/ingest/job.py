@@ -66,7 +66,7 @@ class IngestReport:
             lines.extend(f"    note: {note}" for note in f.notes)
         if self.unlisted_instruments:
             lines.append(
-                "instruments not listed in configs/venues.yaml (stored without tick/lot sizes): "
+                "instruments not listed in venues.yaml (stored without tick/lot sizes): "
                 + ", ".join(sorted(self.unlisted_instruments))
             )
         ok = len(self.files) - len(self.refused)
@@ -119,7 +119,7 @@ async def ingest(
             report.files.append(await run.ingest_file(path, writer))
         summaries = run.pairs.summaries()
         await writer.run(lambda conn: upsert_trading_pairs(conn, summaries), "updating trading_pairs")
-    report.unlisted_instruments = sorted(resolver.unlisted)
+    report.unlisted_instruments = sorted(run.unlisted)
     return report
 
 
@@ -141,6 +141,7 @@ class _IngestRun:
         self.snapshot_depth = snapshot_depth
         self.progress = progress
         self.pairs = _PairTracker()
+        self.unlisted: set[str] = set()  # of the files stored: a refused file stored none
 
     async def ingest_file(self, path: Path, writer: StoreWriter) -> FileReport:
         report = FileReport(str(path))
@@ -153,6 +154,7 @@ class _IngestRun:
         report.notes.extend(parsed.notes)
         sha = file_sha256(path)
         instruments = [s.instrument for s in parsed.series]
+        self.unlisted.update(i.key for i in instruments if not self.resolver.is_listed(i))
         ids = await writer.run(lambda conn: upsert_instruments(conn, instruments), "registering instruments")
         disable = None if self.progress is None else not self.progress
         with tqdm(total=sum(s.rows for s in parsed.series), desc=path.name[:40], unit="rows", disable=disable, leave=False) as bar:

@@ -13,6 +13,11 @@ Names and layout, as freqtrade writes them under ``<datadir>/<exchange>/``:
 Candles carry ``date`` (UTC open time), ``open``, ``high``, ``low``, ``close``,
 ``volume`` (base units). The exchange is the folder name; freqtrade's ``binance``
 futures are ccxt's ``binanceusdm``.
+
+The name is ccxt's unified symbol (``BTC/USDC:USDC`` -> ``BTC_USDC_USDC``); the listings in
+venues.yaml use the venue's own symbol, which for most venues is base and quote run
+together (``BTCUSDT``). Hyperliquid names a perpetual by its coin (``BTC``, as its
+websocket does); ccxt's id for it is an asset index, which no listing uses.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from cluster.domain import MarketKind
-from jobs.ingest.naming import InstrumentResolver
+from jobs.ingest.naming import InstrumentResolver, UnknownVenue
 from jobs.ingest.series import IngestFileError, ParsedFile, Series
 
 NAME = re.compile(
@@ -37,6 +42,7 @@ CANDLE_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 TRADE_COLUMNS = ("timestamp", "id", "side", "price", "amount")
 TF_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 FUTURES_VENUES = {"binance": "binanceusdm"}  # freqtrade exchange folder -> ccxt futures id
+COIN_NAMED_PERPS = {"hyperliquid"}  # ccxt ids of venues whose perpetuals are named by their coin
 
 
 def matches(path: Path) -> bool:
@@ -56,12 +62,15 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
     perp = settle is not None or candle in ("futures", "mark", "funding_rate")
     kind = MarketKind.PERP if perp else MarketKind.SPOT
     venue = venue or _venue_from_path(path, perp)
+    venue_symbol = base if perp and resolver.exchange(venue) in COIN_NAMED_PERPS else f"{base}{quote}"
     try:
-        instrument = resolver.resolve(venue, f"{base}{quote}", kind, base, quote)
-    except KeyError as exc:
+        instrument = resolver.resolve(venue, venue_symbol, kind, base, quote)
+    except UnknownVenue as exc:
         raise IngestFileError(
             path, f"{exc.args[0]}; freqtrade keeps files under <datadir>/<exchange>/, else pass --venue"
         ) from None
+    except KeyError as exc:
+        raise IngestFileError(path, exc.args[0]) from None
     try:
         table = feather.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
