@@ -210,15 +210,21 @@ def test_botmain_train_selector_runs_as_a_ray_job_and_registers_a_served_model(r
     assert result.returncode == 0, out + result.stderr
     assert "submitted Ray job train-selector-" in out and "walk-forward: 2 folds as Ray tasks" in out
     assert "all held-out periods" in out and "whitepaper rule" in out and "always perp" in out and "always spot" in out
-    assert "beats the whitepaper rule" in out or "does NOT beat the whitepaper rule" in out
+    # What the sample shows (the demo's full run: model 7.4 bps, rule 53.7): the model beats
+    # the whitepaper rule on held-out cost by a wide margin, so a regression fails here.
+    assert "the model beats the whitepaper rule on held-out cost by" in out, out
     version = out.split("registered ", 1)[1].split()[0]
     from cluster.store.connection import resolve_dsn
 
     dsn = resolve_dsn(lake_config)
     entry = _run(dsn, lambda conn: registry.get(conn, version))
     assert entry.features == FEATURES and entry.metrics["walk_forward"]["requests"] > 1000
-    assert entry.metrics["beats_rule"] == (entry.metrics["walk_forward"]["model_bps"] < entry.metrics["walk_forward"]["rule_bps"])
-    assert entry.is_active == entry.metrics["beats_rule"]
+    held_out = entry.metrics["walk_forward"]
+    print(f"held out: model {held_out['model_bps']:.2f} bps, rule {held_out['rule_bps']:.2f}, always perp "
+          f"{held_out['always_perp_bps']:.2f}, hindsight {held_out['hindsight_bps']:.2f}")
+    assert held_out["rule_bps"] - held_out["model_bps"] >= 20.0, held_out
+    assert held_out["model_bps"] <= held_out["always_perp_bps"] and held_out["model_bps"] <= held_out["always_spot_bps"], held_out
+    assert entry.metrics["beats_rule"] and entry.is_active  # activated because it beat the rule
     fmt, raw = _run(dsn, lambda conn: registry.artifact(conn, version))
     model = SelectorModel.from_bytes(version, raw, entry.features)
     decision = Selector(lake_config, model).decide_many([DecisionRequest(instrument="SOL-PERP", side="sell", size=5)], MarketStates(lake_config))[0]
