@@ -48,6 +48,9 @@ def render_status(status: dict | None) -> list[str]:
         state = "STALE" if v["stale"] else "live"
         lines.append(f"  venue {venue:<12} {state:<6} silent {duration(v['silent_s'])}")
     for symbol, b in status.get("best", {}).items():
+        if b["bid"] is None and b["ask"] is None:
+            lines.append(f"  best {symbol:<10} none: no venue quoting it is live")
+            continue
         bid = f"{b['bid']:g} @{b['bid_venue']}" if b["bid"] is not None else "-"
         ask = f"{b['ask']:g} @{b['ask_venue']}" if b["ask"] is not None else "-"
         lines.append(f"  best {symbol:<10} bid {bid:<28} ask {ask}")
