@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import shlex
 import shutil
 import sys
@@ -35,6 +34,7 @@ from typing import TextIO
 
 from cluster.config import BotmainConfig
 from cluster.config.loader import CONFIG_DIR_VAR, FILES, PROJECT_ROOT
+from cluster.job_logs import RayInfoFilter
 from cluster.runtime import dashboard_alive, enable_token_auth, endpoints
 
 NOT_SHIPPED = {".venv", "var", ".git", "reports"}  # top-level entries of the project left behind
@@ -102,33 +102,6 @@ def stage_working_dir(config: BotmainConfig, target: Path) -> Path:
     for name in FILES:
         shutil.copy2(config.directory / f"{name}.yaml", shipped / f"{name}.yaml")
     return target
-
-
-# What Ray itself writes into a job's log at INFO ("Runtime env is setting up.", "Running
-# entrypoint for job ..."): the command has said which job it submitted; warnings and errors,
-# Ray's or the job's, and everything the job prints pass through.
-_RAY_INFO = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+INFO \S+\.py:\d+ -- |^Running entrypoint for job \S+: ")
-
-
-class RayInfoFilter:
-    """Passes a job's log on line by line, leaving out Ray's own INFO lines."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out, self._partial = out, ""
-
-    def write(self, chunk: str) -> None:
-        lines = (self._partial + chunk).split("\n")
-        self._partial = lines.pop()
-        kept = [line for line in lines if not _RAY_INFO.match(line)]
-        if kept:
-            self.out.write("\n".join(kept) + "\n")
-            self.out.flush()
-
-    def close(self) -> None:
-        if self._partial and not _RAY_INFO.match(self._partial):
-            self.out.write(self._partial + "\n")
-        self._partial = ""
-        self.out.flush()
 
 
 def follow(config: BotmainConfig, submission_id: str, out: TextIO = sys.stdout) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from cluster.job_submission import RayInfoFilter
+from cluster.job_logs import RayInfoFilter
 
 LOG = (
     "2026-12-02 13:46:44,638\tINFO job_manager.py:581 -- Runtime env is setting up.\n"
