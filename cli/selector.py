@@ -157,6 +157,8 @@ def render_decision(d: dict) -> list[str]:
     lines.append("ranked     " + ("market".ljust(24)) + "kind   cost bps")
     for i, a in enumerate(d["alternatives"], start=1):
         lines.append(f"  {i:>2}.     {a['market']:<24}{a['kind']:<6}{a['cost_bps']:>9.2f}")
+    for e in d.get("excluded") or []:
+        lines.append(f"left out   {e['market']}: {e['reason']}")
     return lines
 
 

@@ -246,11 +246,12 @@ def test_market_states_overlay_what_the_mds_sees_live(lake_config: BotmainConfig
         "marks": {"drift:SOL-PERP": {"ts_ns": now - 10**9, "mark": 80.4, "oracle": 80.0}},
     }  # fmt: skip
     got = states(DecisionRequest(instrument="SOL-PERP", side="buy", size=1), cands)
-    assert got.source.startswith("MDS live (drift:SOL-PERP, jupiter:SOL-USDC, raydium:SOL-USDC)")
+    assert got.source.startswith("MDS live (drift:SOL-PERP, jupiter:SOL-USDC)")
     assert got["jupiter:SOL-USDC"].price == pytest.approx(80.0) and got["jupiter:SOL-USDC"].staleness_s == pytest.approx(2.0)
     assert got["drift:SOL-PERP"].price == pytest.approx(80.4) and got["drift:SOL-PERP"].premium_bps == pytest.approx(50.0)
     assert got["drift:SOL-PERP"].funding_bps_h == pytest.approx(2.0)
-    assert got["raydium:SOL-USDC"].staleness_s >= 3600  # the MDS marks it stale
+    assert "raydium:SOL-USDC" not in got  # the MDS calls raydium stale: out, whatever the lake last saw
+    assert got.excluded["raydium:SOL-USDC"].startswith("the MDS calls raydium stale: nothing from it within its stale_after_s")
     lake_only = states.history("SOL").state("binance:SOL-USDT", len(states.history("SOL").grid) - 1)
     assert got["binance:SOL-USDT"] == lake_only  # nothing live for it: the lake's state
     assert got["drift:SOL-PERP"].volatility_bps == lake_only.volatility_bps  # history features stay the lake's

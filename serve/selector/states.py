@@ -14,7 +14,8 @@ an asset the poll has not seen yet waits for one snapshot of it (at most
 Every answer says which it used (``StateMap.source``), and which candidates it left out and
 why (``StateMap.excluded``): a venue whose lake recording is not current at the newest hour
 (``history.MarketHistory``: ended, or a gap, past the venue's ``stale_after_s``) unless the
-MDS sees it live and not stale, and a venue whose state, lake or live, is out of
+MDS sees it live, a venue the MDS calls stale (its own rule, the same threshold), and a
+venue whose state, lake or live, is out of
 ``VenueState``'s bounds. Reading the lake can fail (no data, a damaged file): then every
 candidate is left out with that reason, and the decision says so instead of failing.
 """
@@ -158,6 +159,13 @@ class MarketStates:
         stale = set(live["stale_venues"])
         overlaid = []
         for key, candidate in by_key.items():
+            if candidate.venue in stale:
+                # The MDS's own rule: a venue silent past its stale_after_s is out of the
+                # consolidated view, and out of the decision too, whatever the lake last saw.
+                states.pop(key, None)
+                states.excluded[key] = (f"the MDS calls {candidate.venue} stale: nothing from it within its "
+                                        f"stale_after_s ({candidate.stale_after_s:g} s)")
+                continue
             top, funding, mark = live["tops"].get(key), live["funding"].get(key), live["marks"].get(key)
             if top is None and funding is None and mark is None:
                 continue
@@ -178,13 +186,10 @@ class MarketStates:
                 newest = max(newest, funding["ts_ns"])
             if not update:
                 continue
-            staleness = max((now - newest) / 1e9, 0.0) if newest else 0.0
-            if candidate.venue in stale:
-                staleness = max(staleness, 3600.0)
-            update["staleness_s"] = staleness
+            update["staleness_s"] = max((now - newest) / 1e9, 0.0) if newest else 0.0
             if base_state is None:
-                # not in the lake's state (none, or left out there): live only while the MDS does not call it stale
-                if "price" not in update or candidate.venue in stale:
+                # not in the lake's state (none, or left out there): live only with a price
+                if "price" not in update:
                     continue
                 values = update
             else:
