@@ -239,7 +239,7 @@ def test_market_states_overlay_what_the_mds_sees_live(lake_config: BotmainConfig
     states.history("SOL")
     now = int(pd.Timestamp("2026-04-01 19:00:30", tz="UTC").value)
     states._live["SOL"] = {
-        "now_ns": now, "clock": "event", "stale_venues": ["raydium"],
+        "now_ns": now, "clock": "event", "stale_venues": ["hyperliquid", "raydium"],
         "tops": {"jupiter:SOL-USDC": {"ts_ns": now - 2 * 10**9, "bid": 79.9, "ask": 80.1},
                  "raydium:SOL-USDC": {"ts_ns": now - 60 * 10**9, "bid": 79.8, "ask": 80.2}},
         "funding": {"drift:SOL-PERP": {"ts_ns": now - 30 * 10**9, "rate": 0.0002, "interval_s": 3600, "oracle": 80.0, "mark": 80.2}},
@@ -252,6 +252,7 @@ def test_market_states_overlay_what_the_mds_sees_live(lake_config: BotmainConfig
     assert got["drift:SOL-PERP"].funding_bps_h == pytest.approx(2.0)
     assert "raydium:SOL-USDC" not in got  # the MDS calls raydium stale: out, whatever the lake last saw
     assert got.excluded["raydium:SOL-USDC"].startswith("the MDS calls raydium stale: nothing from it within its stale_after_s")
+    assert "no funding series recorded" in got.excluded["hyperliquid:SOL-PERP"]  # the lake's reason stands
     lake_only = states.history("SOL").state("binance:SOL-USDT", len(states.history("SOL").grid) - 1)
     assert got["binance:SOL-USDT"] == lake_only  # nothing live for it: the lake's state
     assert got["drift:SOL-PERP"].volatility_bps == lake_only.volatility_bps  # history features stay the lake's

@@ -162,9 +162,10 @@ class MarketStates:
             if candidate.venue in stale:
                 # The MDS's own rule: a venue silent past its stale_after_s is out of the
                 # consolidated view, and out of the decision too, whatever the lake last saw.
-                states.pop(key, None)
-                states.excluded[key] = (f"the MDS calls {candidate.venue} stale: nothing from it within its "
-                                        f"stale_after_s ({candidate.stale_after_s:g} s)")
+                # A candidate the lake already left out keeps that reason (no funding series...).
+                if states.pop(key, None) is not None or key not in states.excluded:
+                    states.excluded[key] = (f"the MDS calls {candidate.venue} stale: nothing from it within its "
+                                            f"stale_after_s ({candidate.stale_after_s:g} s)")
                 continue
             top, funding, mark = live["tops"].get(key), live["funding"].get(key), live["marks"].get(key)
             if top is None and funding is None and mark is None:
