@@ -320,17 +320,24 @@ def _frame(table) -> pd.DataFrame:
 
 
 def _hourly_bars(lake: Lake, c: Candidate, start, end) -> pd.DataFrame | None:
-    kinds = sorted({p.kind for p in lake.summary() if p.venue == c.venue and p.instrument == c.symbol and p.kind.startswith("bars_")})
-    if not kinds:
+    """The candidate's bars of its shortest timeframe, one row per hour: the last close known
+    by the end of that hour, and the volume of the bars that closed in it. A bar is placed at
+    the hour it closes in (its open plus its timeframe), so a 4h or 1d bar is not seen from
+    its opening hour on (that would look ahead by up to a bar)."""
+    timeframes = lake.bar_timeframes(c.venue, c.symbol)  # shortest first
+    if not timeframes:
         return None
-    df = _frame(lake.read(kinds[0], c.venue, c.symbol, start, end))
+    kind = f"bars_{timeframes[0]}"
+    df = _frame(lake.read(kind, c.venue, c.symbol, start, end))
     if not len(df):
         return None
-    df = df.set_index("ts")
+    match = TIMEFRAME.match(kind)
+    bar_s = int(match.group(1)) * TIMEFRAME_S[match.group(2)]
+    closed_by = df["ts"] + pd.Timedelta(seconds=bar_s) - pd.Timedelta(1, "ns")  # in the hour it closes in
+    df = df.set_index(pd.DatetimeIndex(closed_by, name="ts"))
     hourly = df.resample("h", label="left", closed="left").agg({"close": "last", "volume": "sum"}).dropna(subset=["close"])
-    match = TIMEFRAME.match(kinds[0])
-    hourly.attrs["kind"] = kinds[0]
-    hourly.attrs["interval_s"] = max(int(match.group(1)) * TIMEFRAME_S[match.group(2)], 3600) if match else 3600
+    hourly.attrs["kind"] = kind
+    hourly.attrs["interval_s"] = max(bar_s, 3600)
     return hourly
 
 
