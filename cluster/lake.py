@@ -287,7 +287,7 @@ class Lake:
                 _partition_files(d) for d in (kind_dir / f"venue={venue}" / f"instrument={instrument}").glob("date=*")
             ):
                 found.append(match.group("tf"))
-        return sorted(found, key=_timeframe_seconds)
+        return sorted(found, key=timeframe_seconds)
 
     def span(self, kind: str, venue: str, instrument: str) -> tuple[np.datetime64, np.datetime64] | None:
         """The first and last ``ts`` of one series (reading its first and last day only), or None."""
@@ -328,8 +328,9 @@ class Lake:
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def _timeframe_seconds(tf: str) -> int:
-    return int(tf[:-1]) * _UNIT_S[tf[-1]]
+def timeframe_seconds(timeframe: str) -> int:
+    """``1m`` -> 60, ``4h`` -> 14,400: the length of a ``bars_<timeframe>`` kind's bar."""
+    return int(timeframe[:-1]) * _UNIT_S[timeframe[-1]]
 
 
 def conform(table: pa.Table, schema: pa.Schema, kind: str) -> pa.Table:

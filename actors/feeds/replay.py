@@ -45,15 +45,10 @@ from actors.feeds.errors import CrossedBook, FeedConfigError, FeedError
 from cluster.config import BotmainConfig
 from cluster.config.models import ReplayFeedConfig
 from cluster.domain import Bar, FundingRate, L2Book, Quote, Side, Trade
-from cluster.lake import Lake
+from cluster.lake import Lake, timeframe_seconds
 from cluster.book_snapshots import sample_snapshots
 
-_TIMEFRAME_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 CHUNK = 4096  # events materialised at a time
-
-
-def timeframe_seconds(timeframe: str) -> int:
-    return int(timeframe[:-1]) * _TIMEFRAME_S[timeframe[-1]]
 
 
 @dataclass

@@ -30,7 +30,6 @@ every venue is. A state still out of ``VenueState``'s bounds is refused by name
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,14 +37,12 @@ import pandas as pd
 from pydantic import ValidationError
 
 from cluster.config import BotmainConfig
-from cluster.lake import Lake
+from cluster.lake import Lake, timeframe_seconds
 from serve.selector.candidates import Candidate, SelectorError, candidates
 from serve.selector.features import VenueState
 
 HOUR_NS = 3_600_000_000_000
 EMA_SHORT_H, EMA_LONG_H, VOL_WINDOW_H, FUNDING_WINDOW_H = 10, 50, 24, 24
-TIMEFRAME = re.compile(r"^bars_(\d+)([smhdw])$")
-TIMEFRAME_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class InvalidVenueState(SelectorError):
@@ -331,8 +328,7 @@ def _hourly_bars(lake: Lake, c: Candidate, start, end) -> pd.DataFrame | None:
     df = _frame(lake.read(kind, c.venue, c.symbol, start, end))
     if not len(df):
         return None
-    match = TIMEFRAME.match(kind)
-    bar_s = int(match.group(1)) * TIMEFRAME_S[match.group(2)]
+    bar_s = timeframe_seconds(timeframes[0])
     closed_by = df["ts"] + pd.Timedelta(seconds=bar_s) - pd.Timedelta(1, "ns")  # in the hour it closes in
     df = df.set_index(pd.DatetimeIndex(closed_by, name="ts"))
     hourly = df.resample("h", label="left", closed="left").agg({"close": "last", "volume": "sum"}).dropna(subset=["close"])

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from cluster.domain import MarketKind
+from cluster.lake import timeframe_seconds
 from jobs.ingest.naming import InstrumentResolver, UnknownVenue
 from jobs.ingest.series import IngestFileError, ParsedFile, Series
 
@@ -40,7 +41,6 @@ NAME = re.compile(
 )
 CANDLE_COLUMNS = ("date", "open", "high", "low", "close", "volume")
 TRADE_COLUMNS = ("timestamp", "id", "side", "price", "amount")
-TF_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 FUTURES_VENUES = {"binance": "binanceusdm"}  # freqtrade exchange folder -> ccxt futures id
 COIN_NAMED_PERPS = {"hyperliquid"}  # ccxt ids of venues whose perpetuals are named by their coin
 
@@ -94,7 +94,7 @@ def read(path: Path, resolver: InstrumentResolver, venue: str | None = None) -> 
         return ParsedFile([Series("funding", instrument, funding, interval_s=interval)])
     _check_ohlc(path, candles)
     prefix = "mark_bars" if candle == "mark" else "bars"
-    seconds = int(tf[:-1]) * TF_SECONDS[tf[-1]]
+    seconds = timeframe_seconds(tf)
     return ParsedFile([Series(f"{prefix}_{tf}", instrument, candles, interval_s=seconds)])
 
 
