@@ -13,9 +13,9 @@ import dataclasses
 
 import numpy as np
 
+from cluster.book_snapshots import sample_snapshots
 from cluster.config.loader import BotmainConfig
 from cluster.lake import Lake
-from cluster.book_snapshots import sample_snapshots
 from sim.market import MarketArrays
 from sim.settings import SimSettings
 from strategies.frame import Frame

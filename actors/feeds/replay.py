@@ -42,11 +42,11 @@ import pyarrow as pa
 
 from actors.feeds.base import Feed
 from actors.feeds.errors import CrossedBook, FeedConfigError, FeedError
+from cluster.book_snapshots import sample_snapshots
 from cluster.config import BotmainConfig
 from cluster.config.models import ReplayFeedConfig
 from cluster.domain import Bar, FundingRate, L2Book, Quote, Side, Trade
 from cluster.lake import Lake, timeframe_seconds
-from cluster.book_snapshots import sample_snapshots
 
 CHUNK = 4096  # events materialised at a time
 

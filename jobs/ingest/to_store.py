@@ -12,9 +12,9 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from cluster.book_snapshots import sample_snapshots
 from cluster.store.writer import Batch
 from jobs.ingest.series import Series
-from cluster.book_snapshots import sample_snapshots
 
 BOOK_SNAPSHOT_INTERVAL_S = 1.0
 BOOK_SNAPSHOT_DEPTH = 20
