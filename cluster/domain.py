@@ -255,7 +255,18 @@ class FundingRate:
 
 @dataclass(frozen=True, slots=True)
 class OrderIntent:
-    """What a strategy wants; risk checks and the execution server turn it into an Order."""
+    """What a strategy wants; risk checks and the execution server turn it into an Order.
+
+    Two shapes. A *quantity* order (``target`` None) trades ``size`` base units. A *target*
+    order says which exposure the strategy wants to hold (``target``: fraction of its
+    allocation's equity, + long, - short, 0 flat), the way the backtest decides; the venue
+    client sizes it when it reaches the venue, with the simulator's sizing rules, and
+    ``size`` is the strategy's estimate at ``reference_price`` (0 when it expects no
+    trade), which the pre-trade checks use. ``ts_ns`` is the decision's event time (a bar's
+    close, a quote's time); ``leg`` and ``seq`` number the intents of one decision, so that
+    the client order id derived from them is the same however often the decision is
+    replayed.
+    """
 
     strategy: str
     instrument: str
@@ -266,15 +277,33 @@ class OrderIntent:
     time_in_force: TimeInForce = TimeInForce.GTC
     reduce_only: bool = False
     ts_ns: int = 0
+    target: float | None = None
+    reference_price: float | None = None
+    leg: int = 0
+    seq: int = 0
 
     def __post_init__(self) -> None:
-        if not (self.size > 0 and math.isfinite(self.size)):
-            raise ValueError(f"order intent size must be a positive number, got {self.size!r}")
+        if self.target is None:
+            if not (self.size > 0 and math.isfinite(self.size)):
+                raise ValueError(f"order intent size must be a positive number, got {self.size!r}")
+        else:
+            if not math.isfinite(self.target):
+                raise ValueError(f"order intent target must be a finite exposure, got {self.target!r}")
+            if not (self.size >= 0 and math.isfinite(self.size)):
+                raise ValueError(f"a target order's size estimate must be >= 0, got {self.size!r}")
+            if self.order_type is not OrderType.MARKET:
+                raise ValueError("a target order is a market order")
+        if self.reference_price is not None and not (self.reference_price > 0 and math.isfinite(self.reference_price)):
+            raise ValueError(f"order intent reference_price must be a positive number, got {self.reference_price!r}")
         if self.order_type is OrderType.LIMIT:
             if self.limit_price is None or not (self.limit_price > 0):
                 raise ValueError("a limit order intent needs a positive limit_price")
         elif self.limit_price is not None:
             raise ValueError("a market order intent takes no limit_price")
+
+    @property
+    def signed_size(self) -> float:
+        return self.side.sign * self.size
 
 
 class OrderStatus(str, enum.Enum):
