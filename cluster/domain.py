@@ -301,10 +301,6 @@ class OrderIntent:
         elif self.limit_price is not None:
             raise ValueError("a market order intent takes no limit_price")
 
-    @property
-    def signed_size(self) -> float:
-        return self.side.sign * self.size
-
 
 class OrderStatus(str, enum.Enum):
     NEW = "new"  # created locally, not sent
