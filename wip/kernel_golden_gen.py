@@ -3,8 +3,6 @@ sys.path.insert(0, sys.argv[2] if len(sys.argv) > 2 else ".")  # usage: gen.py O
 from bench.backtest import sample_frame, KEY
 from sim.backtest import backtest
 from sim.settings import SimSettings, LegCosts, RiskRules
-from sim.market import MarketArrays
-from sim import kernel as k
 from strategies.ema_cross import EmaCross, EmaCrossParams
 from strategies.frame import Frame, LegData
 
@@ -36,7 +34,7 @@ idx = rng.choice(n, 400, replace=False)
 tgt[0, idx] = rng.choice([-3.0, -1.0, 0.0, 1.0, 4.0], 400)
 tgt[1, idx] = rng.choice([0.0, 0.5, 1.0], 400)
 class T:
-    name = "t"; 
+    name = "t"
     class params:
         @staticmethod
         def model_dump(): return {}
@@ -46,13 +44,12 @@ legs = (LegCosts(key="drift:SOL-PERP", perp=True, fee=0.0005, slippage_bps=1, im
 for name, rr, fp, lat in [("a", RiskRules(stop_multiple=3.0, liquidation_buffer=0.1, max_drawdown=0.6, max_leverage=10), "next_open", 250.0),
                  ("b", RiskRules(), "close", 0.0), ("c", RiskRules(max_position_notional=5000, max_order_notional=2000, stop_multiple=1.5), "next_open", 90_000.0),
                  ("d", RiskRules(), "next_open", 250.0), ("e", RiskRules(liquidation_buffer=0.5), "next_open", 0.0)]:
-    pass
     tgt[0] = np.where(np.isnan(tgt[0]), np.nan, np.sign(tgt[0]) * 9.5) if name in ("d", "e") else tgt[0]
     st = SimSettings(legs=legs, fill_price=fp, latency_ms=lat, risk=rr)
     r = backtest(T(), fr, st)
     out[f"syn_{name}_eq"] = r.equity
     out[f"syn_{name}_tr"] = np.array([[t.entry_price, t.exit_price, t.size, t.pnl, t.fees, t.funding, t.entry_ts.astype(np.int64), t.exit_ts.astype(np.int64)] for t in r.trades])
     out[f"syn_{name}_m"] = np.array([getattr(r.metrics, f) for f in ("total_return", "sharpe", "max_drawdown", "trades")], dtype=float)
-    print(name, r.metrics.trades, r.metrics.total_return, [t.exit_reason for t in r.trades][:0], {x: sum(t.exit_reason == x for t in r.trades) for x in set(t.exit_reason for t in r.trades)})
+    print(name, r.metrics.trades, r.metrics.total_return, {x: sum(t.exit_reason == x for t in r.trades) for x in set(t.exit_reason for t in r.trades)})
 np.savez(sys.argv[1], **out)
 print(len(out))
