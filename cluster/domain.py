@@ -12,15 +12,16 @@ Units (see docs/architecture in the shared docs and README "Units"):
   pay shorts.
 
 Objects are frozen where they describe something that happened (a quote, a fill) and
-mutable only where they model a lifecycle (an order, a position), whose changes go
-through methods that enforce the rules.
+mutable only where they accumulate (a position), whose changes go through methods that
+enforce the rules. An order's lifecycle is ``cluster.orders``: frozen orders, changed
+only by applying events to them.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -92,6 +93,8 @@ class Instrument:
     lot_size: float | None = None
     min_size: float | None = None
     contract_size: float = 1.0
+    max_size: float | None = None  # the largest order the venue takes, base units
+    min_notional: float | None = None  # the smallest order the venue takes, quote units
 
     @property
     def key(self) -> str:
@@ -302,145 +305,48 @@ class OrderIntent:
             raise ValueError("a market order intent takes no limit_price")
 
 
-class OrderStatus(str, enum.Enum):
-    NEW = "new"  # created locally, not sent
-    SUBMITTED = "submitted"  # sent, not yet acknowledged
-    OPEN = "open"  # acknowledged by the venue, resting or working
-    PARTIALLY_FILLED = "partially_filled"
-    FILLED = "filled"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
+class FillReason(str, enum.Enum):
+    """Why a fill happened: the strategy's own decision, or a protective rule that closed
+    the position for it (the simulator's exit reasons, same names)."""
 
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL
-
-
-_TERMINAL = frozenset(
-    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
-)
-
-# Allowed transitions. A fill may arrive for a submitted order before its
-# acknowledgement (venues do not order the two), and a cancel may race a fill.
-ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    OrderStatus.NEW: frozenset({OrderStatus.SUBMITTED, OrderStatus.REJECTED}),
-    OrderStatus.SUBMITTED: frozenset(
-        {
-            OrderStatus.OPEN,
-            OrderStatus.PARTIALLY_FILLED,
-            OrderStatus.FILLED,
-            OrderStatus.REJECTED,
-            OrderStatus.CANCELLED,
-            OrderStatus.EXPIRED,
-        }
-    ),
-    OrderStatus.OPEN: frozenset(
-        {
-            OrderStatus.PARTIALLY_FILLED,
-            OrderStatus.FILLED,
-            OrderStatus.CANCELLED,
-            OrderStatus.EXPIRED,
-        }
-    ),
-    OrderStatus.PARTIALLY_FILLED: frozenset(
-        {
-            OrderStatus.PARTIALLY_FILLED,
-            OrderStatus.FILLED,
-            OrderStatus.CANCELLED,
-            OrderStatus.EXPIRED,
-        }
-    ),
-    OrderStatus.FILLED: frozenset(),
-    OrderStatus.CANCELLED: frozenset(),
-    OrderStatus.REJECTED: frozenset(),
-    OrderStatus.EXPIRED: frozenset(),
-}
-
-
-class InvalidOrderTransition(RuntimeError):
-    """An order event that its current state does not allow (a bug or a venue anomaly)."""
+    SIGNAL = "signal"
+    STOP = "stop"
+    AUTO_CLOSE = "auto_close"
+    LIQUIDATION = "liquidation"
+    KILL_SWITCH = "kill_switch"
 
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    order_id: str
-    fill_id: str
+    """One execution of an order, as the venue reported it.
+
+    ``(venue, venue_fill_id)`` identifies it: venues re-deliver fills, and the same key
+    again changes nothing. ``leaves_qty`` is what the venue says is still open after this
+    fill, where it says so; it is how a target order (sized by the venue client) learns its
+    quantity, and a target order whose fill leaves 0 is done. The order lifecycle that
+    consumes fills is ``cluster.orders``.
+    """
+
+    client_order_id: str
+    venue: str
+    venue_fill_id: str
     ts_ns: int
-    instrument: str
+    instrument: str  # Instrument.key
     side: Side
+    qty: float
     price: float
-    size: float
     fee: float  # in quote units; negative is a rebate
     liquidity: Liquidity = Liquidity.TAKER
-
-
-@dataclass(slots=True)
-class Order:
-    """An order's lifecycle. State changes only through the methods below."""
-
-    order_id: str
-    intent: OrderIntent
-    venue: str
-    status: OrderStatus = OrderStatus.NEW
-    filled_size: float = 0.0
-    avg_fill_price: float = 0.0
-    fees: float = 0.0
-    venue_order_id: str | None = None
-    reason: str | None = None
-    fills: list[Fill] = field(default_factory=list)
+    reason: FillReason = FillReason.SIGNAL
+    leaves_qty: float | None = None
 
     @property
-    def remaining(self) -> float:
-        return max(self.intent.size - self.filled_size, 0.0)
+    def key(self) -> tuple[str, str]:
+        return (self.venue, self.venue_fill_id)
 
-    def _move(self, new: OrderStatus) -> None:
-        if new not in ORDER_TRANSITIONS[self.status]:
-            raise InvalidOrderTransition(
-                f"order {self.order_id}: cannot go from {self.status.value} to {new.value}"
-            )
-        self.status = new
-
-    def submit(self) -> None:
-        self._move(OrderStatus.SUBMITTED)
-
-    def accept(self, venue_order_id: str | None = None) -> None:
-        """The venue acknowledged the order. An acknowledgement that arrives after a fill
-        (venues do not order the two) only records the venue's id."""
-        if self.status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED):
-            self.venue_order_id = venue_order_id or self.venue_order_id
-            return
-        self._move(OrderStatus.OPEN)
-        self.venue_order_id = venue_order_id or self.venue_order_id
-
-    def reject(self, reason: str) -> None:
-        self._move(OrderStatus.REJECTED)
-        self.reason = reason
-
-    def cancel(self, reason: str | None = None) -> None:
-        self._move(OrderStatus.CANCELLED)
-        self.reason = reason
-
-    def expire(self) -> None:
-        self._move(OrderStatus.EXPIRED)
-
-    def apply_fill(self, fill: Fill) -> None:
-        if fill.order_id != self.order_id:
-            raise InvalidOrderTransition(f"fill {fill.fill_id} belongs to order {fill.order_id}")
-        if any(f.fill_id == fill.fill_id for f in self.fills):
-            return  # venues redeliver fills; applying one twice would double the position
-        if fill.size > self.remaining + 1e-12:
-            raise InvalidOrderTransition(
-                f"order {self.order_id}: fill of {fill.size} exceeds remaining {self.remaining}"
-            )
-        total = self.filled_size + fill.size
-        done = self.intent.size - total <= 1e-12
-        target = OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED
-        self._move(target)  # checked before anything changes: a refused fill leaves no trace
-        self.avg_fill_price = (self.avg_fill_price * self.filled_size + fill.price * fill.size) / total
-        self.filled_size = total
-        self.fees += fill.fee
-        self.fills.append(fill)
+    @property
+    def signed_qty(self) -> float:
+        return self.side.sign * self.qty
 
 
 @dataclass(slots=True)
@@ -457,10 +363,11 @@ class Position:
     realized_pnl: float = 0.0
     fees_paid: float = 0.0
     funding_paid: float = 0.0  # positive = paid out
+    strategy: str = ""  # whose position, where several strategies trade one instrument
 
     def apply_fill(self, fill: Fill) -> float:
         """Update with a fill; returns the PnL this fill realized."""
-        signed = fill.side.sign * fill.size
+        signed = fill.signed_qty
         self.fees_paid += fill.fee
         realized = 0.0
         if self.size == 0 or (self.size > 0) == (signed > 0):
@@ -500,4 +407,5 @@ class Position:
             "realized_pnl": self.realized_pnl,
             "fees_paid": self.fees_paid,
             "funding_paid": self.funding_paid,
+            "strategy": self.strategy,
         }

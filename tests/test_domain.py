@@ -1,4 +1,5 @@
-"""The domain model: order lifecycle, position accounting, rounding, books, intents."""
+"""The domain model: fills, position accounting, rounding, books, intents (the order
+lifecycle is tests/test_orders.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ import pytest
 from cluster.domain import (
     FundingRate,
     Fill,
+    FillReason,
     Instrument,
-    InvalidOrderTransition,
     L2Book,
     MarketKind,
-    Order,
     OrderIntent,
-    OrderStatus,
     OrderType,
     Position,
     Quote,
@@ -25,149 +24,18 @@ from cluster.domain import (
 _fill_ids = itertools.count()
 
 
-def make_order(size: float = 2.0, side: Side = Side.BUY, order_id: str = "o1") -> Order:
-    intent = OrderIntent(
-        strategy="s", instrument="drift:SOL-PERP", side=side, size=size,
-        order_type=OrderType.LIMIT, limit_price=100.0,
-    )
-    return Order(order_id=order_id, intent=intent, venue="drift")
-
-
-def make_fill(size: float, price: float, side: Side = Side.BUY, fee: float = 0.0,
-              order_id: str = "o1", fill_id: str | None = None) -> Fill:
+def make_fill(size: float, price: float, side: Side = Side.BUY, fee: float = 0.0) -> Fill:
     return Fill(
-        order_id=order_id, fill_id=fill_id or f"f{next(_fill_ids)}", ts_ns=1,
-        instrument="drift:SOL-PERP", side=side, price=price, size=size, fee=fee,
+        client_order_id="o1", venue="drift", venue_fill_id=f"f{next(_fill_ids)}", ts_ns=1,
+        instrument="drift:SOL-PERP", side=side, qty=size, price=price, fee=fee,
     )
 
 
-# --- Order ---------------------------------------------------------------------------
-
-
-def test_order_lifecycle_new_submitted_open_partial_filled():
-    order = make_order(size=2.0)
-    assert order.status is OrderStatus.NEW
-    order.submit()
-    assert order.status is OrderStatus.SUBMITTED
-    order.accept("venue-42")
-    assert order.status is OrderStatus.OPEN
-    assert order.venue_order_id == "venue-42"
-    order.apply_fill(make_fill(0.5, 100.0))
-    assert order.status is OrderStatus.PARTIALLY_FILLED
-    assert order.remaining == pytest.approx(1.5)
-    order.apply_fill(make_fill(1.5, 100.0))
-    assert order.status is OrderStatus.FILLED
-    assert order.status.is_terminal
-    assert order.remaining == 0.0
-
-
-def test_fill_for_submitted_order_before_its_ack_is_accepted():
-    order = make_order(size=2.0)
-    order.submit()
-    order.apply_fill(make_fill(1.0, 100.0))
-    assert order.status is OrderStatus.PARTIALLY_FILLED
-    order.apply_fill(make_fill(1.0, 100.0))
-    assert order.status is OrderStatus.FILLED
-
-
-def test_late_ack_after_a_fill_keeps_the_fill_state_and_records_venue_id():
-    order = make_order(size=2.0)
-    order.submit()
-    order.apply_fill(make_fill(1.0, 100.0))
-    order.accept("venue-42")
-    assert order.status is OrderStatus.PARTIALLY_FILLED
-    assert order.venue_order_id == "venue-42"
-
-
-def test_fill_after_cancel_raises():
-    order = make_order()
-    order.submit()
-    order.accept()
-    order.cancel("user")
-    assert order.status is OrderStatus.CANCELLED
-    with pytest.raises(InvalidOrderTransition):
-        order.apply_fill(make_fill(1.0, 100.0))
-
-
-def test_refused_fill_leaves_order_unchanged():
-    order = make_order()
-    order.submit()
-    order.cancel()
-    with pytest.raises(InvalidOrderTransition):
-        order.apply_fill(make_fill(1.0, 100.0, fee=0.1))
-    assert order.filled_size == 0.0
-    assert order.fees == 0.0
-    assert order.fills == []
-
-
-def test_cancel_after_filled_raises():
-    order = make_order(size=1.0)
-    order.submit()
-    order.apply_fill(make_fill(1.0, 100.0))
-    with pytest.raises(InvalidOrderTransition):
-        order.cancel()
-    assert order.status is OrderStatus.FILLED
-
-
-def test_submit_twice_raises():
-    order = make_order()
-    order.submit()
-    with pytest.raises(InvalidOrderTransition, match="submitted to submitted"):
-        order.submit()
-
-
-def test_accept_before_submit_raises():
-    with pytest.raises(InvalidOrderTransition):
-        make_order().accept()
-
-
-def test_reject_records_reason_and_is_terminal():
-    order = make_order()
-    order.submit()
-    order.reject("insufficient margin")
-    assert order.status is OrderStatus.REJECTED
-    assert order.reason == "insufficient margin"
-    with pytest.raises(InvalidOrderTransition):
-        order.accept()
-
-
-def test_redelivered_fill_with_same_fill_id_is_ignored():
-    order = make_order(size=2.0)
-    order.submit()
-    fill = make_fill(1.0, 100.0, fee=0.05, fill_id="dup")
-    order.apply_fill(fill)
-    order.apply_fill(make_fill(1.0, 100.0, fee=0.05, fill_id="dup"))
-    assert order.filled_size == 1.0
-    assert order.fees == pytest.approx(0.05)
-    assert len(order.fills) == 1
-    assert order.status is OrderStatus.PARTIALLY_FILLED
-
-
-def test_over_fill_raises_and_leaves_order_unchanged():
-    order = make_order(size=1.0)
-    order.submit()
-    order.apply_fill(make_fill(0.6, 100.0))
-    with pytest.raises(InvalidOrderTransition, match="exceeds remaining"):
-        order.apply_fill(make_fill(0.5, 100.0))
-    assert order.filled_size == pytest.approx(0.6)
-
-
-def test_fill_for_another_order_raises():
-    order = make_order()
-    order.submit()
-    with pytest.raises(InvalidOrderTransition):
-        order.apply_fill(make_fill(1.0, 100.0, order_id="other"))
-
-
-def test_avg_fill_price_and_fees_accumulate():
-    order = make_order(size=4.0)
-    order.submit()
-    order.apply_fill(make_fill(1.0, 100.0, fee=0.10))
-    order.apply_fill(make_fill(3.0, 104.0, fee=0.30))
-    # (1*100 + 3*104) / 4 = 412 / 4 = 103
-    assert order.avg_fill_price == pytest.approx(103.0)
-    assert order.fees == pytest.approx(0.40)
-    assert order.filled_size == pytest.approx(4.0)
+def test_fill_key_and_signed_qty():
+    fill = make_fill(2.0, 100.0, side=Side.SELL)
+    assert fill.key == ("drift", fill.venue_fill_id)
+    assert fill.signed_qty == -2.0
+    assert fill.reason is FillReason.SIGNAL and fill.leaves_qty is None
 
 
 # --- Position ------------------------------------------------------------------------

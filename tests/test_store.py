@@ -27,6 +27,7 @@ REQUIRED_TABLES = {
     "market_trades", "book_snapshots", "orders", "fills", "positions", "strategy_signals",
     "news_items", "chain_events", "backtest_runs", "backtest_results", "equity_curves",
     "model_registry", "metric_snapshots", "write_batches", "schema_migrations",
+    "trading_runs", "order_events", "funding_payments", "risk_events", "equity_snapshots",
 }  # fmt: skip
 
 T0 = 1_746_372_780_000_000_000  # 2025-05-04 15:33 UTC, in ns

@@ -1,0 +1,513 @@
+"""The trading journal in PostgreSQL: runs, orders and every change of them, fills,
+positions, funding payments, risk decisions and equity snapshots.
+
+An order change is journaled before anyone acts on it: ``record`` locks the order's row,
+applies the event to the *stored* order with the lifecycle in ``cluster.orders`` (never to
+a caller's copy, which may be stale), and writes the new order, its journal line and, for
+a fill, the fill, the position and the whitepaper's ``trade_logs`` line, all in one
+transaction. A refusal (``OrderEventRefused``), a conflict or any failure of that
+transaction leaves nothing written. A lost connection raises asyncpg's or the OS's error
+as it is: the caller decides what to do (pause trading) and nothing here retries, since a
+retried write whose commit may have happened is the caller's question to ask
+(``order``, ``order_events``).
+
+Times are the events' own (the venue's for its reports, the caller's clock for ours, so
+paper trading on a replay journals replay time), kept to PostgreSQL's microsecond.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+
+from cluster.domain import Fill, FillReason, Liquidity, OrderType, Position, Side, TimeInForce
+from cluster.orders import (
+    OPEN_STATES,
+    Order,
+    OrderEvent,
+    OrderState,
+    Route,
+    apply,
+    event_fields,
+    event_name,
+)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+_VENUE_WIDTH, _PAIR_WIDTH = 20, 50  # trade_logs.venue and .pair: every fill must fit there
+RUN_MODES = ("paper", "live")
+RUN_END_STATUSES = ("finished", "failed", "stopped")
+
+
+def _ts(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _ns(ts: datetime | None) -> int | None:
+    return None if ts is None else (ts - _EPOCH) // _US * 1000
+
+
+class UnknownOrder(LookupError):
+    def __init__(self, client_order_id: str) -> None:
+        self.client_order_id = client_order_id
+        super().__init__(f"order {client_order_id} is not in the journal")
+
+
+class UnknownRun(LookupError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"trading run {run_id} is not in the journal")
+
+
+class JournalConflict(ValueError):
+    """What was asked contradicts what is stored under the same key (a fill id already
+    journaled for another order or with other numbers, a run reopened as another mode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    order: Order  # as stored after the event
+    applied: bool  # False: a no-op (a re-delivered fill, a stale answer); nothing was written
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    seq: int
+    client_order_id: str
+    event: str
+    from_state: OrderState | None  # None: the order's creation
+    to_state: OrderState
+    payload: dict[str, Any]
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradingRun:
+    run_id: str
+    mode: str
+    strategy: str
+    status: str
+    config: dict[str, Any]
+    started_ns: int
+    ended_ns: int | None
+
+
+_ORDER_COLUMNS = """
+    o.client_order_id, o.run_id, o.strategy, o.venue, o.instrument, o.side, o.quantity, o.order_type,
+    o.limit_price, o.time_in_force, o.reduce_only, o.target, o.decision_ts, o.route, o.state,
+    o.filled_qty, o.avg_px, o.fees, o.venue_order_id, o.reason, o.accepted_at, o.unknown_since,
+    ARRAY(SELECT f.venue_fill_id FROM fills f WHERE f.client_order_id = o.client_order_id) AS fill_ids
+"""
+
+
+def _order(row: asyncpg.Record) -> Order:
+    return Order(
+        client_order_id=row["client_order_id"],
+        run_id=row["run_id"],
+        strategy=row["strategy"],
+        venue=row["venue"],
+        instrument=row["instrument"],
+        side=Side(row["side"]),
+        quantity=row["quantity"],
+        order_type=OrderType(row["order_type"]),
+        limit_price=row["limit_price"],
+        time_in_force=TimeInForce(row["time_in_force"]),
+        reduce_only=row["reduce_only"],
+        target=row["target"],
+        decision_ts_ns=_ns(row["decision_ts"]),
+        route=Route(row["route"]),
+        state=OrderState(row["state"]),
+        filled_qty=row["filled_qty"],
+        avg_px=row["avg_px"],
+        fees=row["fees"],
+        venue_order_id=row["venue_order_id"],
+        reason=row["reason"],
+        accepted_ns=_ns(row["accepted_at"]),
+        unknown_since_ns=_ns(row["unknown_since"]),
+        fill_keys=frozenset((row["venue"], fill_id) for fill_id in row["fill_ids"]),
+    )
+
+
+def _fill(row: asyncpg.Record) -> Fill:
+    return Fill(
+        client_order_id=row["client_order_id"],
+        venue=row["venue"],
+        venue_fill_id=row["venue_fill_id"],
+        ts_ns=_ns(row["ts"]),
+        instrument=row["instrument"],
+        side=Side(row["side"]),
+        qty=row["qty"],
+        price=row["price"],
+        fee=row["fee"],
+        liquidity=Liquidity(row["liquidity"]),
+        reason=FillReason(row["reason"]),
+        leaves_qty=row["leaves_qty"],
+    )
+
+
+def _run(row: asyncpg.Record) -> TradingRun:
+    return TradingRun(
+        run_id=row["run_id"],
+        mode=row["mode"],
+        strategy=row["strategy"],
+        status=row["status"],
+        config=json.loads(row["config"]),
+        started_ns=_ns(row["started_at"]),
+        ended_ns=_ns(row["ended_at"]),
+    )
+
+
+def _json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, allow_nan=False, sort_keys=True)
+
+
+class Journal:
+    """The journal over an asyncpg pool (the caller makes and closes it)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # --- runs ---------------------------------------------------------------------------
+
+    async def open_run(
+        self, run_id: str, *, mode: str, strategy: str, config: dict[str, Any] | None = None, ts_ns: int | None = None
+    ) -> TradingRun:
+        """Start a run, or resume it (after a restart) if it is still running under the
+        same mode and strategy; a run that ended stays ended."""
+        if mode not in RUN_MODES:
+            raise ValueError(f"run mode must be one of {RUN_MODES}, got {mode!r}")
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                """
+                INSERT INTO trading_runs (run_id, mode, strategy, config, started_at)
+                VALUES ($1, $2, $3, $4::jsonb, coalesce($5, now()))
+                ON CONFLICT (run_id) DO NOTHING RETURNING *
+                """,
+                run_id, mode, strategy, _json(config or {}), None if ts_ns is None else _ts(ts_ns),
+            )  # fmt: skip
+            if row is None:
+                row = await conn.fetchrow("SELECT * FROM trading_runs WHERE run_id = $1", run_id)
+        run = _run(row)
+        if (run.mode, run.strategy) != (mode, strategy):
+            raise JournalConflict(f"run {run_id} is a {run.mode} run of {run.strategy}, not a {mode} run of {strategy}")
+        if run.status != "running":
+            raise JournalConflict(f"run {run_id} has {run.status}; a new run needs a new run id")
+        return run
+
+    async def close_run(self, run_id: str, *, status: str = "finished", ts_ns: int | None = None) -> TradingRun:
+        """End a run. Orders still in flight stay as they are (``in_flight_orders``);
+        closing an ended run again changes nothing."""
+        if status not in RUN_END_STATUSES:
+            raise ValueError(f"a run ends as one of {RUN_END_STATUSES}, got {status!r}")
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                """
+                UPDATE trading_runs SET status = $2, ended_at = coalesce($3, now())
+                WHERE run_id = $1 AND status = 'running' RETURNING *
+                """,
+                run_id, status, None if ts_ns is None else _ts(ts_ns),
+            )  # fmt: skip
+            if row is None:
+                row = await conn.fetchrow("SELECT * FROM trading_runs WHERE run_id = $1", run_id)
+        if row is None:
+            raise UnknownRun(run_id)
+        return _run(row)
+
+    async def run(self, run_id: str) -> TradingRun | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM trading_runs WHERE run_id = $1", run_id)
+        return None if row is None else _run(row)
+
+    # --- orders -------------------------------------------------------------------------
+
+    async def new_order(self, order: Order, ts_ns: int) -> Order:
+        """Journal a new order, INITIALIZED or DENIED (the risk check refused it), with its
+        creation line. The same client order id again (a decision replayed after a crash)
+        returns the stored order and writes nothing: never a second order."""
+        if order.state not in (OrderState.INITIALIZED, OrderState.DENIED) or order.filled_qty or order.fill_keys:
+            raise ValueError(f"order {order.client_order_id}: a new order is initialized or denied, not {order.state.value}")
+        if len(order.venue) > _VENUE_WIDTH or len(order.instrument) > _PAIR_WIDTH:
+            raise ValueError(
+                f"order {order.client_order_id}: venue and instrument must fit trade_logs "
+                f"({_VENUE_WIDTH} and {_PAIR_WIDTH} characters): {order.venue!r}, {order.instrument!r}"
+            )
+        async with self._pool.acquire() as conn, conn.transaction():
+            run = await conn.fetchrow("SELECT status FROM trading_runs WHERE run_id = $1 FOR SHARE", order.run_id)
+            if run is None:
+                raise UnknownRun(order.run_id)
+            inserted = await conn.fetchval(
+                """
+                INSERT INTO orders (client_order_id, run_id, strategy, venue, instrument, side, quantity, order_type,
+                                    limit_price, time_in_force, reduce_only, target, decision_ts, route, state, reason)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                ON CONFLICT (client_order_id) DO NOTHING RETURNING true
+                """,
+                order.client_order_id, order.run_id, order.strategy, order.venue, order.instrument,
+                order.side.value, order.quantity, order.order_type.value, order.limit_price,
+                order.time_in_force.value, order.reduce_only, order.target, _ts(order.decision_ts_ns),
+                order.route.value, order.state.value, order.reason,
+            )  # fmt: skip
+            if inserted:
+                if run["status"] != "running":
+                    raise JournalConflict(f"run {order.run_id} has {run['status']}: it takes no new orders")
+                payload = {"reason": order.reason} if order.state is OrderState.DENIED else {}
+                await self._append(conn, order.client_order_id, order.state.value, None, order.state, payload, ts_ns)
+            return await self._stored(conn, order.client_order_id)
+
+    async def record(self, event: OrderEvent) -> Recorded:
+        """Apply one event to the stored order and journal the result (see the module)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await self._stored(conn, event.client_order_id, lock=True)
+            new = apply(order, event)
+            if new is order:
+                if isinstance(event, Fill):
+                    await self._check_redelivered(conn, event)
+                return Recorded(order, applied=False)
+            await conn.execute(
+                """
+                UPDATE orders SET quantity = $2, limit_price = $3, state = $4, filled_qty = $5, avg_px = $6,
+                    fees = $7, venue_order_id = $8, reason = $9, accepted_at = $10, unknown_since = $11,
+                    updated_at = now()
+                WHERE client_order_id = $1
+                """,
+                new.client_order_id, new.quantity, new.limit_price, new.state.value, new.filled_qty, new.avg_px,
+                new.fees, new.venue_order_id, new.reason,
+                None if new.accepted_ns is None else _ts(new.accepted_ns),
+                None if new.unknown_since_ns is None else _ts(new.unknown_since_ns),
+            )  # fmt: skip
+            seq = await self._append(
+                conn, new.client_order_id, event_name(event), order.state, new.state, event_fields(event), event.ts_ns
+            )
+            if isinstance(event, Fill):
+                await self._journal_fill(conn, new, event, seq)
+            return Recorded(new, applied=True)
+
+    async def _stored(self, conn: asyncpg.Connection, client_order_id: str, lock: bool = False) -> Order:
+        if lock:
+            # Its own statement: one that locks and reads together sees the row as the lock's
+            # holder left it but its fills as of before the wait (READ COMMITTED takes the
+            # snapshot when a statement starts), and a fill committed meanwhile would be missed.
+            await conn.execute("SELECT 1 FROM orders WHERE client_order_id = $1 FOR UPDATE", client_order_id)
+        row = await conn.fetchrow(f"SELECT {_ORDER_COLUMNS} FROM orders o WHERE o.client_order_id = $1", client_order_id)
+        if row is None:
+            raise UnknownOrder(client_order_id)
+        return _order(row)
+
+    @staticmethod
+    async def _append(
+        conn: asyncpg.Connection, client_order_id: str, event: str, from_state: OrderState | None,
+        to_state: OrderState, payload: dict[str, Any], ts_ns: int,
+    ) -> int:  # fmt: skip
+        return await conn.fetchval(
+            """
+            INSERT INTO order_events (client_order_id, event, from_state, to_state, payload, ts)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING seq
+            """,
+            client_order_id, event, None if from_state is None else from_state.value, to_state.value,
+            _json(payload), _ts(ts_ns),
+        )  # fmt: skip
+
+    async def _check_redelivered(self, conn: asyncpg.Connection, fill: Fill) -> None:
+        stored = await conn.fetchrow(
+            "SELECT side, qty, price, fee FROM fills WHERE venue = $1 AND venue_fill_id = $2",
+            fill.venue, fill.venue_fill_id,
+        )  # fmt: skip
+        side, qty, price, fee = stored
+        if (side, qty, price, fee) != (fill.side.value, fill.qty, fill.price, fill.fee):
+            raise JournalConflict(
+                f"fill {fill.venue}:{fill.venue_fill_id} was re-delivered as {fill.side.value} {fill.qty} @ {fill.price} "
+                f"fee {fill.fee}; it is journaled as {side} {qty} @ {price} fee {fee}"
+            )
+
+    async def _journal_fill(self, conn: asyncpg.Connection, order: Order, fill: Fill, seq: int) -> None:
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO fills (venue, venue_fill_id, client_order_id, event_seq, run_id, strategy, instrument, side,
+                               qty, price, fee, liquidity, reason, leaves_qty, ts)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            ON CONFLICT (venue, venue_fill_id) DO NOTHING RETURNING true
+            """,
+            fill.venue, fill.venue_fill_id, order.client_order_id, seq, order.run_id, order.strategy, order.instrument,
+            fill.side.value, fill.qty, fill.price, fill.fee, fill.liquidity.value, fill.reason.value, fill.leaves_qty,
+            _ts(fill.ts_ns),
+        )  # fmt: skip
+        if not inserted:
+            owner = await conn.fetchval(
+                "SELECT client_order_id FROM fills WHERE venue = $1 AND venue_fill_id = $2", fill.venue, fill.venue_fill_id
+            )
+            raise JournalConflict(
+                f"fill {fill.venue}:{fill.venue_fill_id} for order {order.client_order_id} is journaled for order {owner}"
+            )
+        key = (order.run_id, order.strategy, order.instrument, order.venue)
+        await conn.execute(
+            "INSERT INTO positions (run_id, strategy, instrument, venue) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            *key,
+        )
+        row = await conn.fetchrow(
+            """
+            SELECT size, avg_entry_price, realized_pnl, fees_paid, funding_paid FROM positions
+            WHERE run_id = $1 AND strategy = $2 AND instrument = $3 AND venue = $4 FOR UPDATE
+            """,
+            *key,
+        )
+        position = Position(order.instrument, **dict(row), strategy=order.strategy)
+        position.apply_fill(fill)
+        await conn.execute(
+            """
+            UPDATE positions SET size = $5, avg_entry_price = $6, realized_pnl = $7, fees_paid = $8, updated_at = now()
+            WHERE run_id = $1 AND strategy = $2 AND instrument = $3 AND venue = $4
+            """,
+            *key, position.size, position.avg_entry_price, position.realized_pnl, position.fees_paid,
+        )  # fmt: skip
+        await conn.execute(
+            """
+            INSERT INTO trade_logs (pair, trade_type, venue, order_size, price, "timestamp", fill_id)
+            VALUES ($1, $2, $3, $4::float8, $5::float8, $6, $7)
+            """,
+            order.instrument, fill.side.value.upper(), fill.venue, fill.qty, fill.price, _ts(fill.ts_ns),
+            f"{fill.venue}:{fill.venue_fill_id}",
+        )  # fmt: skip
+
+    # --- funding, risk, equity ----------------------------------------------------------
+
+    async def record_funding(self, run_id: str, strategy: str, instrument: str, ts_ns: int, amount: float) -> bool:
+        """One funding settlement paid (> 0) or received (< 0) on a position; False when it
+        was journaled already (re-delivered), with the same amount."""
+        venue = instrument.partition(":")[0]
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                """
+                INSERT INTO funding_payments (run_id, strategy, instrument, venue, ts, amount)
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true
+                """,
+                run_id, strategy, instrument, venue, _ts(ts_ns), amount,
+            )  # fmt: skip
+            if not inserted:
+                stored = await conn.fetchval(
+                    """
+                    SELECT amount FROM funding_payments
+                    WHERE run_id = $1 AND strategy = $2 AND instrument = $3 AND venue = $4 AND ts = $5
+                    """,
+                    run_id, strategy, instrument, venue, _ts(ts_ns),
+                )  # fmt: skip
+                if stored != amount:
+                    raise JournalConflict(
+                        f"funding of {strategy} on {instrument} at {_ts(ts_ns).isoformat()} re-delivered as {amount}; "
+                        f"it is journaled as {stored}"
+                    )
+                return False
+            await conn.execute(
+                """
+                INSERT INTO positions (run_id, strategy, instrument, venue, funding_paid) VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (run_id, strategy, instrument, venue)
+                DO UPDATE SET funding_paid = positions.funding_paid + EXCLUDED.funding_paid, updated_at = now()
+                """,
+                run_id, strategy, instrument, venue, amount,
+            )  # fmt: skip
+            return True
+
+    async def record_risk_event(
+        self, kind: str, *, ts_ns: int, run_id: str | None = None, strategy: str | None = None,
+        rule: str | None = None, detail: dict[str, Any] | None = None,
+    ) -> int:  # fmt: skip
+        """A Risk Monitor decision (accept, reject, auto_close, state_change, cancel_all,
+        ...); returns its id."""
+        async with self._pool.acquire() as conn:
+            return await conn.fetchval(
+                """
+                INSERT INTO risk_events (ts, run_id, strategy, kind, rule, detail)
+                VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING id
+                """,
+                _ts(ts_ns), run_id, strategy, kind, rule, _json(detail or {}),
+            )  # fmt: skip
+
+    async def record_equity(self, run_id: str, strategy: str, ts_ns: int, equity: float, cash: float) -> bool:
+        """One equity snapshot; False when one is already journaled for that time."""
+        async with self._pool.acquire() as conn:
+            return bool(
+                await conn.fetchval(
+                    """
+                    INSERT INTO equity_snapshots (run_id, strategy, ts, equity, cash) VALUES ($1, $2, $3, $4, $5)
+                    ON CONFLICT DO NOTHING RETURNING true
+                    """,
+                    run_id, strategy, _ts(ts_ns), equity, cash,
+                )  # fmt: skip
+            )
+
+    # --- queries ------------------------------------------------------------------------
+
+    async def order(self, client_order_id: str) -> Order | None:
+        async with self._pool.acquire() as conn:
+            try:
+                return await self._stored(conn, client_order_id)
+            except UnknownOrder:
+                return None
+
+    async def orders(self, run_id: str, states: Iterable[OrderState] | None = None) -> list[Order]:
+        """A run's orders (in ``states``, if given), oldest first."""
+        wanted = None if states is None else [OrderState(s).value for s in states]
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""
+                SELECT {_ORDER_COLUMNS} FROM orders o
+                WHERE o.run_id = $1 AND ($2::text[] IS NULL OR o.state = ANY($2::text[]))
+                ORDER BY o.created_at, o.client_order_id
+                """,
+                run_id, wanted,
+            )  # fmt: skip
+        return [_order(r) for r in rows]
+
+    async def in_flight_orders(self, run_id: str | None = None) -> list[Order]:
+        """Orders not yet done: INITIALIZED ones (made, not sent or denied: after a crash
+        the server submits or denies them), those at the venue, pending a cancel or a
+        modify, and those whose outcome is unknown (``unknown_since_ns`` set), of one run
+        or of every run."""
+        states = [s.value for s in OPEN_STATES]
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""
+                SELECT {_ORDER_COLUMNS} FROM orders o
+                WHERE ($1::text IS NULL OR o.run_id = $1) AND o.state = ANY($2::text[])
+                ORDER BY o.created_at, o.client_order_id
+                """,
+                run_id, states,
+            )  # fmt: skip
+        return [_order(r) for r in rows]
+
+    async def fills(self, run_id: str) -> list[Fill]:
+        """A run's fills in the order they were journaled (the order positions saw them)."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT * FROM fills WHERE run_id = $1 ORDER BY event_seq", run_id)
+        return [_fill(r) for r in rows]
+
+    async def positions(self, run_id: str) -> list[Position]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT strategy, instrument, size, avg_entry_price, realized_pnl, fees_paid, funding_paid
+                FROM positions WHERE run_id = $1 ORDER BY strategy, instrument
+                """,
+                run_id,
+            )
+        return [Position(**dict(r)) for r in rows]
+
+    async def order_events(self, client_order_id: str) -> list[JournalEntry]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT * FROM order_events WHERE client_order_id = $1 ORDER BY seq", client_order_id)
+        return [
+            JournalEntry(
+                seq=r["seq"],
+                client_order_id=r["client_order_id"],
+                event=r["event"],
+                from_state=None if r["from_state"] is None else OrderState(r["from_state"]),
+                to_state=OrderState(r["to_state"]),
+                payload=json.loads(r["payload"]),
+                ts_ns=_ns(r["ts"]),
+            )
+            for r in rows
+        ]
