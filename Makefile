@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/compare_vectorbt.py
 	$(BIN)/python bench/mds.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/pretrade_check.py
 
 down: $(STAMP)
 	$(BIN)/botmain down

@@ -14,6 +14,7 @@ from cluster.config.loader import DEFAULT_CONFIG_DIR
 from cluster.config.models import DynamicStopConfig, RiskConfig
 from cluster.config.secrets import SecretError
 from cluster.domain import MarketKind, VenueKind
+from sim.settings import RiskRules
 
 from tests.conftest import ROOT, write_config_dir
 
@@ -281,6 +282,117 @@ def test_limits_for_can_switch_the_dynamic_stop_off():
     risk = RiskConfig.model_validate({"strategies": {"s": {"dynamic_stop": None}}})
     assert risk.limits_for("s").dynamic_stop is None
     assert risk.defaults.dynamic_stop is not None
+
+
+# --- risk: the Risk Rules Monitor's keys ------------------------------------------------
+
+
+def test_shipped_risk_keys_and_defaults():
+    config = load_config(DEFAULT_CONFIG_DIR)
+    risk = config.risk
+    limits = risk.defaults
+    assert (limits.max_open_orders, limits.price_band_bps, limits.max_orders_per_s) == (20, 200, 10)
+    assert (limits.daily_loss_limit, limits.on_breach) == (0.05, "halted")
+    assert all(limits.checks.model_dump().values())
+    assert risk.exposure["SOL"].max_net_notional == 15000 and risk.exposure["BTC"].max_gross_notional is None
+    assert risk.treasury["drift"].balance == 20000
+    assert risk.allocations["sol_funding_carry"] == {"drift": 5000, "jupiter": 5000}
+    listing = config.venues.instruments[0].listings["binanceusdm"]
+    assert listing.min_notional == 5 and listing.max_size is None
+    assert config.instrument("binanceusdm:SOL-PERP").min_notional == 5
+
+
+def test_simulator_limits_keep_their_meaning():
+    rules = RiskRules.from_limits(load_config(DEFAULT_CONFIG_DIR).risk.limits_for("sol_ema_cross"))
+    assert rules == RiskRules(
+        max_position_notional=5000, max_order_notional=2500, max_leverage=5, stop_window=20,
+        stop_multiple=3.0, liquidation_buffer=0.1, max_drawdown=0.2,
+    )
+
+
+def test_an_override_switches_only_the_rules_it_names():
+    risk = RiskConfig.model_validate(
+        {"defaults": {"checks": {"price_band": False}}, "strategies": {"s": {"checks": {"treasury": False}}, "t": {"max_leverage": 2}}}
+    )
+    s = risk.limits_for("s").checks
+    assert not s.price_band and not s.treasury and s.max_leverage  # the defaults' switch stays off
+    t = risk.limits_for("t")
+    assert not t.checks.price_band and t.checks.treasury and t.max_leverage == 2
+
+
+def test_unknown_rule_switch_is_refused_with_a_hint(configs: Path):
+    edit(configs, "risk", lambda r: r["defaults"].update(checks={"price_bnad": False}))
+    msg = load_error(configs)
+    assert "risk.yaml: defaults.checks.price_bnad: unknown key (did you mean 'price_band'?)" in msg
+
+
+def test_unknown_limit_is_refused(configs: Path):
+    edit(configs, "risk", lambda r: r["strategies"]["sol_ema_cross"].update(max_open_order=3))
+    assert "risk.yaml: strategies.sol_ema_cross.max_open_order: unknown key (did you mean 'max_open_orders'?)" in load_error(configs)
+
+
+def test_on_breach_names_its_choices(configs: Path):
+    edit(configs, "risk", lambda r: r["defaults"].update(on_breach="flatten"))
+    msg = load_error(configs)
+    assert "risk.yaml: defaults.on_breach: expected 'reducing' or 'halted', got 'flatten'" in msg
+
+
+def test_daily_loss_limit_is_a_fraction(configs: Path):
+    edit(configs, "risk", lambda r: r["defaults"].update(daily_loss_limit=500))
+    assert "risk.yaml: defaults.daily_loss_limit: expected less than 1, got 500" in load_error(configs)
+
+
+def test_allocations_past_the_treasury_balance_name_the_venue_and_numbers(configs: Path):
+    edit(configs, "risk", lambda r: r["allocations"]["sol_ema_cross"].update(drift=16000))
+    msg = load_error(configs)
+    assert (
+        "risk.yaml: allocations on drift sum to 21,000.00 (sol_ema_cross 16,000.00 + sol_funding_carry 5,000.00), "
+        "past the treasury's balance there of 20,000.00 (treasury.drift.balance)"
+    ) in msg
+
+
+def test_allocation_on_a_venue_without_a_treasury_account(configs: Path):
+    edit(configs, "risk", lambda r: r["allocations"]["sol_ema_cross"].update(hyperliquid=100))
+    msg = load_error(configs)
+    assert "allocations.sol_ema_cross.hyperliquid: no treasury account on hyperliquid (add treasury.hyperliquid.balance)" in msg
+
+
+def test_allocation_for_an_unknown_strategy(configs: Path):
+    edit(configs, "risk", lambda r: r["allocations"].update(ghost={"drift": 1}))
+    assert "risk.yaml: allocations.ghost: no strategy named 'ghost' in strategies.yaml" in load_error(configs)
+
+
+def test_treasury_on_an_unknown_venue(configs: Path):
+    edit(configs, "risk", lambda r: r["treasury"].update(ftx={"balance": 1}))
+    assert "risk.yaml: treasury.ftx: unknown venue 'ftx'" in load_error(configs)
+
+
+def test_negative_treasury_balance(configs: Path):
+    edit(configs, "risk", lambda r: r["treasury"]["drift"].update(balance=-5))
+    assert "risk.yaml: treasury.drift.balance: expected greater than or equal to 0, got -5" in load_error(configs)
+
+
+def test_disabled_venue_must_exist(configs: Path):
+    edit(configs, "risk", lambda r: r.update(disabled_venues=["drift", "kraken"]))
+    assert "risk.yaml: disabled_venues[1]: unknown venue 'kraken'" in load_error(configs)
+
+
+def test_exposure_for_an_asset_nothing_trades(configs: Path):
+    edit(configs, "risk", lambda r: r["exposure"].update(ETH={"max_net_notional": 1}))
+    assert "risk.yaml: exposure.ETH: no instrument in venues.yaml has base 'ETH'" in load_error(configs)
+
+
+def test_exposure_limit_unknown_key(configs: Path):
+    edit(configs, "risk", lambda r: r["exposure"]["SOL"].update(max_net=1))
+    assert "risk.yaml: exposure.SOL.max_net: unknown key (did you mean 'max_net_notional'?)" in load_error(configs)
+
+
+def test_listing_min_size_above_max_size(configs: Path):
+    def change(v: dict) -> None:
+        v["instruments"][0]["listings"]["drift"].update(max_size=0.001)
+
+    edit(configs, "venues", change)
+    assert "venues.yaml: instruments[0].listings.drift: min_size (0.01) exceeds max_size (0.001)" in load_error(configs)
 
 
 # --- secrets ----------------------------------------------------------------------------

@@ -226,6 +226,8 @@ class BotmainConfig:
                         lot_size=listing.lot_size,
                         min_size=listing.min_size,
                         contract_size=listing.contract_size,
+                        max_size=listing.max_size,
+                        min_notional=listing.min_notional,
                     )
                 )
         return out
@@ -265,6 +267,7 @@ def _check_cross_references(config: BotmainConfig, directory: Path) -> None:
     for name in config.risk.strategies:
         if name not in names:
             raise ConfigError(f"{shown}: strategies.{name}: no strategy named {name!r} in strategies.yaml")
+    _check_risk(config, names, shown)
     shown = _display(directory / "simulation.yaml")
     for venue in config.simulation.costs.venues:
         if venue not in config.venues.venues:
@@ -273,6 +276,27 @@ def _check_cross_references(config: BotmainConfig, directory: Path) -> None:
         if key not in keys:
             raise ConfigError(f"{shown}: costs.instruments.{key}: {key!r} is not listed in venues.yaml")
     _check_market_data(config, keys, _display(directory / "market_data.yaml"))
+
+
+def _check_risk(config: BotmainConfig, strategies: set[str], shown: str) -> None:
+    risk, venues = config.risk, config.venues.venues
+    known = f"known: {', '.join(sorted(venues))}"
+    for i, venue in enumerate(risk.disabled_venues):
+        if venue not in venues:
+            raise ConfigError(f"{shown}: disabled_venues[{i}]: unknown venue {venue!r} ({known})")
+    for venue in risk.treasury:
+        if venue not in venues:
+            raise ConfigError(f"{shown}: treasury.{venue}: unknown venue {venue!r} ({known})")
+    for name in risk.allocations:
+        if name not in strategies:
+            raise ConfigError(f"{shown}: allocations.{name}: no strategy named {name!r} in strategies.yaml")
+    bases = {inst.base for inst in config.venues.instruments}
+    for asset in risk.exposure:
+        if asset not in bases:
+            raise ConfigError(
+                f"{shown}: exposure.{asset}: no instrument in venues.yaml has base {asset!r} "
+                f"(bases: {', '.join(sorted(bases))})"
+            )
 
 
 def _check_market_data(config: BotmainConfig, keys: set[str], shown: str) -> None:

@@ -118,11 +118,19 @@ class ListingConfig(Strict):
     tick_size: PositiveFloat | None = None
     lot_size: PositiveFloat | None = None
     min_size: PositiveFloat | None = None
+    max_size: PositiveFloat | None = Field(None, description="largest order the venue takes, base units")
+    min_notional: PositiveFloat | None = Field(None, description="smallest order the venue takes, quote units")
     contract_size: PositiveFloat = 1.0
     market_index: Annotated[int, Field(ge=0)] | None = None  # Drift
     base_mint: str | None = None  # Jupiter, Raydium
     quote_mint: str | None = None
     pool_id: str | None = None  # Raydium
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> ListingConfig:
+        if self.min_size is not None and self.max_size is not None and self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size:g}) exceeds max_size ({self.max_size:g})")
+        return self
 
 
 class InstrumentConfig(Strict):
@@ -193,27 +201,125 @@ class DynamicStopConfig(Strict):
     multiple: PositiveFloat = 3.0
 
 
+class RuleSwitches(Strict):
+    """The pre-trade rules of the Risk Rules Monitor (``actors/risk/rules.py``), each on
+    unless switched off here. A switch covers the pre-trade check only: the continuous
+    checks (auto-close before liquidation, the trailing stop, the drawdown kill switch)
+    follow the limits themselves, as the simulator does, and the simulator reads the
+    limits, not these switches. The trading state, an unknown strategy or instrument and
+    an order without any price are always refused."""
+
+    stale_venue: bool = True
+    reduce_only: bool = True
+    spot_inventory: bool = True
+    tick_size: bool = True
+    lot_size: bool = True
+    min_size: bool = True
+    max_size: bool = True
+    min_notional: bool = True
+    price_band: bool = True
+    max_open_orders: bool = True
+    daily_loss_limit: bool = True
+    max_drawdown: bool = True
+    max_order_notional: bool = True
+    max_position_notional: bool = True
+    max_leverage: bool = True
+    free_collateral: bool = True
+    liquidation_buffer: bool = True
+    net_exposure: bool = True
+    gross_exposure: bool = True
+    treasury: bool = True
+    max_orders_per_s: bool = True
+
+
+OnBreach = Literal["reducing", "halted"]
+Drawdown = Annotated[float, Field(gt=0, lt=1)]
+
+
 class RiskLimits(Strict):
+    # Read by the simulator too (sim/settings.py RiskRules.from_limits), with this meaning.
     max_position_notional: PositiveFloat = 10_000.0
     max_order_notional: PositiveFloat = 2_500.0
     max_leverage: PositiveFloat = 5.0
-    max_drawdown: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    liquidation_buffer: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    max_drawdown: Drawdown = 0.2
+    liquidation_buffer: Drawdown = 0.1
     dynamic_stop: DynamicStopConfig | None = DynamicStopConfig()
+    # The Risk Rules Monitor's own.
+    max_open_orders: Annotated[int, Field(ge=1)] = Field(20, description="resting or working orders per strategy")
+    price_band_bps: Annotated[float, Field(gt=0, le=10_000)] = Field(
+        200.0, description="an order's price within this of the consolidated mid (else the mark)"
+    )
+    max_orders_per_s: Annotated[int, Field(ge=1)] = Field(10, description="accepted orders per strategy in any 1 s")
+    daily_loss_limit: Drawdown | None = Field(
+        0.05, description="fraction of the UTC day's starting equity; null switches it off"
+    )
+    on_breach: OnBreach = Field("halted", description="state on the daily loss limit or max_drawdown")
+    checks: RuleSwitches = RuleSwitches()
 
 
 class RiskOverrides(Strict):
     max_position_notional: PositiveFloat | None = None
     max_order_notional: PositiveFloat | None = None
     max_leverage: PositiveFloat | None = None
-    max_drawdown: Annotated[float, Field(gt=0, lt=1)] | None = None
-    liquidation_buffer: Annotated[float, Field(gt=0, lt=1)] | None = None
+    max_drawdown: Drawdown | None = None
+    liquidation_buffer: Drawdown | None = None
     dynamic_stop: DynamicStopConfig | None = None
+    max_open_orders: Annotated[int, Field(ge=1)] | None = None
+    price_band_bps: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    max_orders_per_s: Annotated[int, Field(ge=1)] | None = None
+    daily_loss_limit: Drawdown | None = None
+    on_breach: OnBreach | None = None
+    checks: RuleSwitches = Field(RuleSwitches(), description="only the switches named here change")
+
+
+class AssetExposureLimits(Strict):
+    """Net (signed, long minus short) and gross notional of one asset, across every venue
+    and every strategy: a perp short against a spot long of the same asset nets out."""
+
+    max_net_notional: PositiveFloat | None = None
+    max_gross_notional: PositiveFloat | None = None
+
+
+class TreasuryAccountConfig(Strict):
+    """The Botmain Treasury's account on one venue."""
+
+    balance: Annotated[float, Field(ge=0)] = Field(description="quote units; the monitor is told of changes at run time")
+
+
+Amount = Annotated[float, Field(ge=0)]
 
 
 class RiskConfig(Strict):
     defaults: RiskLimits = RiskLimits()
     strategies: dict[str, RiskOverrides] = {}
+    exposure: dict[str, AssetExposureLimits] = Field({}, description="per base asset (SOL, BTC)")
+    treasury: dict[str, TreasuryAccountConfig] = Field({}, description="per venue")
+    allocations: dict[str, dict[str, Amount]] = Field(
+        {}, description="strategy -> venue -> what it may use of the treasury's account there"
+    )
+    disabled_venues: list[str] = Field([], description="venues no new order may go to")
+
+    @model_validator(mode="after")
+    def _allocations_within_treasury(self) -> RiskConfig:
+        per_venue: dict[str, list[tuple[str, float]]] = {}
+        for strategy, venues in self.allocations.items():
+            for venue, amount in venues.items():
+                if venue not in self.treasury:
+                    raise ValueError(
+                        f"allocations.{strategy}.{venue}: no treasury account on {venue} "
+                        f"(add treasury.{venue}.balance)"
+                    )
+                per_venue.setdefault(venue, []).append((strategy, amount))
+        for venue, parts in per_venue.items():
+            total = sum(amount for _, amount in parts)
+            balance = self.treasury[venue].balance
+            if total > balance * (1 + 1e-12):
+                shares = " + ".join(f"{s} {amount:,.2f}" for s, amount in parts)
+                raise ValueError(
+                    f"allocations on {venue} sum to {total:,.2f} ({shares}), "
+                    f"past the treasury's balance there of {balance:,.2f} (treasury.{venue}.balance)"
+                )
+        return self
 
     def limits_for(self, strategy: str) -> RiskLimits:
         overrides = self.strategies.get(strategy)
@@ -221,6 +327,8 @@ class RiskConfig(Strict):
             return self.defaults
         # exclude_unset, not exclude_none: `dynamic_stop: null` switches the stop off.
         merged = {**self.defaults.model_dump(), **overrides.model_dump(exclude_unset=True)}
+        if "checks" in overrides.model_fields_set:  # the switches it names, over the defaults' ones
+            merged["checks"] = {**self.defaults.checks.model_dump(), **overrides.checks.model_dump(exclude_unset=True)}
         return RiskLimits.model_validate(merged)
 
 
