@@ -3,7 +3,7 @@
 A strategy is a ``Strategy`` subclass with a frozen pydantic ``Params`` model beside it.
 Parameters annotated with ``IntRange``/``FloatRange``/``Choice`` declare the sweep's
 search space. Bar strategies implement ``signals`` vectorised over a ``Frame``; the live
-path calls the same function on a rolling window (``on_bar``). Event strategies also get
+path streams the same decisions one closed bar at a time (``stream``). Event strategies also get
 quote, fill, funding and signal hooks. Nothing here knows which mode is running.
 """
 
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from cluster.domain import Fill, FundingRate, OrderIntent, Quote
 from strategies.frame import Frame
+from strategies.stream import SignalStream, StreamLeg, WindowStream
 
 
 class Search:
@@ -107,8 +108,14 @@ class Strategy(ABC):
         return 0
 
     def on_bar(self, window: Frame) -> np.ndarray:
-        """Live and paper trading: the target after the newest bar of a rolling window."""
+        """The target after the newest bar of a window (its ``signals``' last column)."""
         return self.signals(window)[:, -1]
+
+    def stream(self, legs: Sequence[StreamLeg], bar_seconds: float) -> SignalStream:
+        """Paper and live trading: targets one closed bar at a time, equal to ``signals``'
+        (``strategies.stream``). This default recomputes ``signals`` over the history on
+        every bar; a strategy overrides it with an incremental stream."""
+        return WindowStream(self, legs, bar_seconds)
 
     # Event hooks for event-driven strategies; bar strategies ignore them.
     def on_quote(self, quote: Quote) -> list[OrderIntent]:

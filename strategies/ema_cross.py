@@ -7,7 +7,7 @@ with ``span`` bars of warm-up, during which the strategy has no opinion (NaN).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Sequence
 
 import numpy as np
 from numba import njit
@@ -15,7 +15,8 @@ from pydantic import Field, model_validator
 
 from strategies.base import Choice, FloatRange, IntRange, Params, Strategy
 from strategies.frame import Frame
-from strategies.indicators import ema
+from strategies.indicators import StreamingEma, ema
+from strategies.stream import LegBar, SignalStream, StreamLeg
 
 
 class EmaCrossParams(Params):
@@ -45,6 +46,29 @@ class EmaCross(Strategy):
         slow = frame.cached(("ema", 0, p.slow), lambda: ema(close, p.slow))
         below = 0.0 if p.direction == "long_only" else -p.exposure
         return _cross_target(fast, slow, p.exposure, below, max(p.fast, p.slow) - 1).reshape(1, -1)
+
+    def stream(self, legs: Sequence[StreamLeg], bar_seconds: float) -> SignalStream:
+        return _EmaCrossStream(self.params, legs, bar_seconds)
+
+
+class _EmaCrossStream(SignalStream):
+    """``signals`` one bar at a time: two streaming EMAs of the close."""
+
+    def __init__(self, params: EmaCrossParams, legs: Sequence[StreamLeg], bar_seconds: float) -> None:
+        super().__init__(legs, bar_seconds)
+        self.fast = StreamingEma(params.fast)
+        self.slow = StreamingEma(params.slow)
+        self.above = params.exposure
+        self.below = 0.0 if params.direction == "long_only" else -params.exposure
+        self.warmup = max(params.fast, params.slow) - 1
+
+    def _push(self, ts_ns: int, bars: Sequence[LegBar]) -> np.ndarray:
+        close = bars[0].close
+        fast = self.fast.push(close)
+        slow = self.slow.push(close)
+        if self.bars < self.warmup:
+            return np.array([np.nan])
+        return np.array([self.above if fast > slow else self.below])
 
 
 @njit(cache=True)

@@ -10,7 +10,7 @@ perp leg's ``funding`` series. No borrowing is assumed: the spot leg is only eve
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Sequence
 
 import numpy as np
 from numba import njit
@@ -18,7 +18,8 @@ from pydantic import Field, model_validator
 
 from strategies.base import FloatRange, IntRange, Params, Strategy
 from strategies.frame import Frame
-from strategies.indicators import rolling_mean
+from strategies.indicators import StreamingMean, rolling_mean
+from strategies.stream import LegBar, SignalStream, StreamLeg
 
 HOUR_S = 3600.0
 
@@ -92,7 +93,10 @@ class FundingCarry(Strategy):
     legs = ("perp", "spot")
 
     def _window(self, frame: Frame) -> int:
-        bar_s = frame.bar_seconds if frame.bar_seconds > 0 else HOUR_S
+        return self._window_for(frame.bar_seconds)
+
+    def _window_for(self, bar_seconds: float) -> int:
+        bar_s = bar_seconds if bar_seconds > 0 else HOUR_S
         return max(1, int(round(self.params.lookback_hours * HOUR_S / bar_s)))
 
     def warmup_bars(self) -> int:
@@ -115,3 +119,34 @@ class FundingCarry(Strategy):
         p = self.params
         held = _hysteresis(self.rate(frame), p.enter_hourly_rate, p.exit_hourly_rate)
         return np.vstack([0.0 - p.exposure * held, p.exposure * held])  # 0.0 - : no -0.0
+
+    def stream(self, legs: Sequence[StreamLeg], bar_seconds: float) -> SignalStream:
+        if len(legs) != 2:
+            raise ValueError(f"funding_carry trades two legs (perp, spot), the stream has {len(legs)}")
+        if legs[0].kind != "perp":
+            raise ValueError(f"funding_carry: leg 0 ({legs[0].key}) must be a perp, not {legs[0].kind}")
+        return _FundingCarryStream(self.params, legs, bar_seconds, self._window_for(bar_seconds))
+
+
+class _FundingCarryStream(SignalStream):
+    """``signals`` one bar at a time: the (smoothed) known rate through the hysteresis."""
+
+    def __init__(self, params: FundingCarryParams, legs: Sequence[StreamLeg], bar_seconds: float, window: int) -> None:
+        super().__init__(legs, bar_seconds)
+        self.params = params
+        self.mean = StreamingMean(window) if window > 1 else None
+        self.held = False
+
+    def _push(self, ts_ns: int, bars: Sequence[LegBar]) -> np.ndarray:
+        p = self.params
+        r = bars[0].funding_known
+        if self.mean is not None:
+            r = self.mean.push(r)
+        if r != r:  # NaN: the window is filling
+            return np.array([np.nan, np.nan])
+        if not self.held and r > p.enter_hourly_rate:
+            self.held = True
+        elif self.held and r < p.exit_hourly_rate:
+            self.held = False
+        held = 1.0 if self.held else 0.0
+        return np.array([0.0 - p.exposure * held, p.exposure * held])

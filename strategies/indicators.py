@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
@@ -67,3 +69,85 @@ def shift_forward(x: np.ndarray, bars: int = 1) -> np.ndarray:
     if bars < len(x):
         out[bars:] = x[: len(x) - bars]
     return out
+
+
+# --- the same indicators one value at a time ---------------------------------------------
+# For paper and live trading, which see one closed bar at a time: each class repeats its
+# array twin's arithmetic operation for operation (same order, same float64 operations),
+# so that a stream of values gives bit for bit the array's output at every bar; the
+# strategy tests hold them to that.
+
+
+class StreamingEma:
+    """``ema`` one value at a time."""
+
+    __slots__ = ("span", "alpha", "value", "count")
+
+    def __init__(self, span: int) -> None:
+        self.span = span
+        self.alpha = 2.0 / (span + 1.0)
+        self.value = float("nan")
+        self.count = 0
+
+    def push(self, v: float) -> float:
+        if self.value != self.value:  # NaN: not seeded yet
+            self.value = v
+        elif v == v:
+            self.value = (1.0 - self.alpha) * self.value + self.alpha * v
+        self.count += 1
+        return self.value if self.count >= self.span else float("nan")
+
+
+class StreamingMean:
+    """``rolling_mean`` one value at a time."""
+
+    __slots__ = ("window", "values", "sum", "count")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.values = [0.0] * window  # ring of the last ``window`` values
+        self.sum = 0.0
+        self.count = 0
+
+    def push(self, v: float) -> float:
+        i = self.count
+        self.sum += v
+        if i >= self.window:
+            self.sum -= self.values[i % self.window]
+        self.values[i % self.window] = v
+        self.count += 1
+        return self.sum / self.window if i >= self.window - 1 else float("nan")
+
+
+class StreamingReturnStd:
+    """``rolling_return_std`` one close at a time."""
+
+    __slots__ = ("window", "closes", "s", "s2", "count")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.closes = [0.0] * (window + 2)  # ring of the last ``window + 2`` closes
+        self.s = 0.0
+        self.s2 = 0.0
+        self.count = 0
+
+    def push(self, close: float) -> float:
+        i = self.count
+        w = self.window
+        ring = self.closes
+        n = w + 2
+        ring[i % n] = close
+        self.count += 1
+        if i == 0:
+            return float("nan")
+        r = close / ring[(i - 1) % n] - 1.0
+        self.s += r
+        self.s2 += r * r
+        if i > w:
+            old = ring[(i - w) % n] / ring[(i - w - 1) % n] - 1.0
+            self.s -= old
+            self.s2 -= old * old
+        if i >= w:
+            var = (self.s2 - self.s * self.s / w) / (w - 1)
+            return math.sqrt(var) if var > 0.0 else 0.0
+        return float("nan")

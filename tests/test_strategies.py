@@ -19,6 +19,7 @@ from sim.history import load_frame
 from sim.search import enumerate_combos, plan
 from sim.settings import LegCosts, SimSettings
 from strategies.frame import Frame, LegData
+from strategies.stream import LegBar, StreamLeg, WindowStream
 from strategies.ml_direction import FEATURES, MlDirection, direction_labels, walk_forward_blocks
 from strategies.registry import builtin_names, strategy_class, strategy_names
 
@@ -159,6 +160,45 @@ def test_on_bar_is_the_last_column_of_signals(name, frames):
         live = build(name, params).on_bar(fresh(base, n))
         assert live.shape == (len(strategy_class(name).legs),)
         assert np.array_equal(live, full[:, n - 1], equal_nan=True), (name, n, live, full[:, n - 1])
+
+
+def stream_targets(strategy, frame: Frame) -> np.ndarray:
+    """The targets a paper session's stream gives, bar after bar over ``frame``."""
+    legs = [StreamLeg(leg.key, leg.kind) for leg in frame.legs]
+    stream = strategy.stream(legs, frame.bar_seconds)
+    cols = []
+    for i in range(len(frame)):
+        bars = [LegBar(*(float(getattr(leg, c)[i]) for c in LEG_BAR_COLUMNS)) for leg in frame.legs]
+        cols.append(stream.push(int(frame.ts[i]), bars))
+    return np.column_stack(cols)
+
+
+LEG_BAR_COLUMNS = ("open", "high", "low", "close", "volume", "funding", "funding_known")
+
+# Bars each stream is held to: the built-ins over their whole frame (they stream
+# incrementally), ml_direction (the recompute-the-window fallback) over a short slice.
+STREAM_BARS = {"ema_cross": None, "funding_carry": None, "ml_direction": 1_100}
+
+
+@pytest.mark.parametrize("name", strategy_names())
+def test_stream_gives_the_backtests_targets_bit_for_bit(name, frames):
+    """Paper trading decides bar by bar what the backtest decided over the whole frame."""
+    case = CASES[name]
+    base = fresh(case_frame(frames, case), STREAM_BARS[name])
+    for params in case.params:
+        full = build(name, params).signals(fresh(base))
+        streamed = stream_targets(build(name, params), fresh(base))
+        assert np.array_equal(streamed, full, equal_nan=True), (
+            f"{name} {params}: streamed targets differ {first_difference(streamed, full)}"
+        )
+
+
+def test_builtin_streams_are_incremental():
+    assert type(build("ema_cross", {}).stream([StreamLeg("a:X", "perp")], 60.0)).__name__ != "WindowStream"
+    carry = build("funding_carry", {}).stream([StreamLeg("a:X-PERP", "perp"), StreamLeg("b:X", "spot")], 3600.0)
+    assert not isinstance(carry, WindowStream)
+    with pytest.raises(ValueError, match="leg 0"):
+        build("funding_carry", {}).stream([StreamLeg("b:X", "spot"), StreamLeg("a:X-PERP", "perp")], 3600.0)
 
 
 # ---------------------------------------------------------------------------- parameters
