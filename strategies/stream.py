@@ -15,14 +15,18 @@ construction and costs O(history) per bar.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
 from strategies.frame import Frame, LegData
 
-if TYPE_CHECKING:
-    from strategies.base import Strategy
+
+class WindowSignals(Protocol):
+    """What ``WindowStream`` needs of a strategy: its whole-history ``signals``
+    (``strategies.base.Strategy`` has it; naming the protocol here keeps this module below it)."""
+
+    def signals(self, frame: Frame) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +75,7 @@ _COLUMNS = ("open", "high", "low", "close", "volume", "funding", "funding_known"
 class WindowStream(SignalStream):
     """Any strategy: ``signals`` over the whole history so far, its last column."""
 
-    def __init__(self, strategy: Strategy, legs: Sequence[StreamLeg], bar_seconds: float) -> None:
+    def __init__(self, strategy: WindowSignals, legs: Sequence[StreamLeg], bar_seconds: float) -> None:
         super().__init__(legs, bar_seconds)
         self.strategy = strategy
         self.ts: list[int] = []
