@@ -1,6 +1,6 @@
 """The compiled simulator: one account, one or more instruments ("legs"), bar by bar.
 
-One implementation for backtests, sweeps and (later) paper trading. Inputs are plain
+One implementation for backtests, sweeps and paper trading (``step``). Inputs are plain
 arrays so that numba compiles it once and a sweep calls it thousands of times.
 
 Per bar ``i`` (bar spans ``[t_i, t_i + bar)``, prices ``open/high/low/close``):
@@ -72,8 +72,9 @@ N_AS = 10
     S_MARK,
     S_LIQ_NOW,
     S_AC_NOW,
-) = range(19)
-N_S = 19
+    S_FUND_STEP,
+) = range(20)
+N_S = 20
 
 # Results (ST)
 (
@@ -99,10 +100,17 @@ N_S = 19
     ST_LIQUIDATIONS,
     ST_STOPS,
     ST_AUTOCLOSES,
-    ST_KILLED,
+    ST_KILLED,  # the kill switch fired: nothing trades any more
     ST_N_TRADE_ROWS,
-) = range(24)
-N_ST = 24
+    ST_N_FILL_ROWS,
+    ST_BARS,  # bars stepped so far
+    ST_PENDING,  # legs with an order waiting for a later bar
+    ST_DIRTY,  # liquidation thresholds need recomputing
+    ST_ALL_FLAT,  # no position in any leg after the previous bar
+) = range(29)
+N_ST = 29
+# While stepping, ST_EQUITY is the equity after the last bar stepped (the previous bar's
+# result for the next bar's return) and ST_PEAK/ST_MAX_DD/ST_SUM_* accumulate online.
 
 # Trade list columns
 (
@@ -120,6 +128,11 @@ N_ST = 24
     TR_LIQ_PX,
 ) = range(12)
 N_TR = 12
+
+# Fill log columns: every fill the account books, in order (paper trading reports them to
+# the execution server; a backtest can keep them for inspection)
+FL_BAR, FL_LEG, FL_QTY, FL_PRICE, FL_REF, FL_FEE, FL_REASON = range(7)
+N_FL = 7
 
 
 @njit(cache=True, error_model="numpy")
@@ -173,8 +186,18 @@ def _account_equity(S, cash):
 
 
 @njit(cache=True, error_model="numpy")
-def _fill(S, st, tr, l, dq, p_exec, p_ref, fee_rate, i, reason, record):
+def _fill(S, st, tr, fl, l, dq, p_exec, p_ref, fee_rate, i, reason, record):
     """Book one fill that does not cross zero; closes and records the round trip at flat."""
+    n = int(st[ST_N_FILL_ROWS])
+    if n < fl.shape[0]:
+        fl[n, FL_BAR] = i
+        fl[n, FL_LEG] = l
+        fl[n, FL_QTY] = dq
+        fl[n, FL_PRICE] = p_exec
+        fl[n, FL_REF] = p_ref
+        fl[n, FL_FEE] = abs(dq) * p_exec * fee_rate
+        fl[n, FL_REASON] = reason
+        st[ST_N_FILL_ROWS] = n + 1
     q0 = S[l, S_Q]
     q1 = q0 + dq
     notional = abs(dq) * p_exec
@@ -265,31 +288,33 @@ def _liquidation_price(S, lp, st, l, m_scale):
 
 
 @njit(cache=True, error_model="numpy")
-def _trade_to(S, st, tr, lp, l, q_target, p_ref, i, reason, record, sigma, vol, stop_sigma, book_off, book_sz, stop_mult):
-    """Move leg ``l`` to ``q_target`` base units at reference price ``p_ref`` (market order)."""
+def _trade_to(S, st, tr, fl, lp, l, q_target, p_ref, i, col, reason, record, sigma, vol, stop_sigma, book_off, book_sz, stop_mult):
+    """Move leg ``l`` to ``q_target`` base units at reference price ``p_ref`` (market order).
+    ``i`` is the bar being stepped (for the records), ``col`` its column in the market arrays."""
     q0 = S[l, S_Q]
     if q0 != 0.0 and (q_target == 0.0 or (q_target > 0.0) != (q0 > 0.0)):
         side = -1.0 if q0 > 0 else 1.0
-        frac = _impact(lp, l, side, abs(q0), p_ref, i, sigma, vol, book_off, book_sz)
-        _fill(S, st, tr, l, -q0, p_ref * (1.0 + side * frac), p_ref, lp[l, LP_FEE], i, reason, record)
+        frac = _impact(lp, l, side, abs(q0), p_ref, col, sigma, vol, book_off, book_sz)
+        _fill(S, st, tr, fl, l, -q0, p_ref * (1.0 + side * frac), p_ref, lp[l, LP_FEE], i, reason, record)
         q0 = 0.0
     dq = q_target - q0
     if dq == 0.0:
         return
     side = 1.0 if dq > 0 else -1.0
-    frac = _impact(lp, l, side, abs(dq), p_ref, i, sigma, vol, book_off, book_sz)
+    frac = _impact(lp, l, side, abs(dq), p_ref, col, sigma, vol, book_off, book_sz)
     opening = q0 == 0.0
-    _fill(S, st, tr, l, dq, p_ref * (1.0 + side * frac), p_ref, lp[l, LP_FEE], i, reason, record)
+    _fill(S, st, tr, fl, l, dq, p_ref * (1.0 + side * frac), p_ref, lp[l, LP_FEE], i, reason, record)
     if opening and stop_mult > 0.0:
-        s = stop_sigma[l, i]
+        s = stop_sigma[l, col]
         S[l, S_TRAIL] = p_ref * (1.0 - S[l, S_SIDE] * stop_mult * s) if s > 0.0 else np.nan
     if S[l, S_Q] != 0.0 and np.isnan(S[l, S_LIQ_PX]):
         S[l, S_LIQ_PX] = _liquidation_price(S, lp, st, l, 1.0)
 
 
 @njit(cache=True, error_model="numpy")
-def _order_size(S, st, lp, AS, l, target, p_ref, i, sigma, vol, book_off, book_sz):
-    """Base units for target exposure ``target``, after the risk caps and lot rounding."""
+def _order_size(S, st, lp, AS, l, target, p_ref, col, sigma, vol, book_off, book_sz):
+    """Base units for target exposure ``target``, after the risk caps and lot rounding
+    (``col``: the column of the market arrays the impact model reads)."""
     if lp[l, LP_PERP] == 0.0 and target < 0.0:
         target = 0.0  # spot legs are long only: borrowing to short spot is not simulated
     if target == 0.0:
@@ -302,7 +327,7 @@ def _order_size(S, st, lp, AS, l, target, p_ref, i, sigma, vol, book_off, book_s
     fee = lp[l, LP_FEE]
     q = target * equity / (p_ref * (1.0 + fee))
     for _ in range(2):  # impact depends on size and size on impact: two fixed-point steps
-        frac = _impact(lp, l, side, abs(q - S[l, S_Q]), p_ref, i, sigma, vol, book_off, book_sz)
+        frac = _impact(lp, l, side, abs(q - S[l, S_Q]), p_ref, col, sigma, vol, book_off, book_sz)
         q = target * equity / (p_ref * (1.0 + frac) * (1.0 + fee))
     cap = AS[AS_MAX_POS] / p_ref
     gross_other = 0.0
@@ -334,89 +359,107 @@ def _order_size(S, st, lp, AS, l, target, p_ref, i, sigma, vol, book_off, book_s
 
 
 @njit(cache=True, error_model="numpy")
-def _decision_bars(target):
-    """Bars where some leg's target differs from its last non-NaN value: the only bars
-    where step 6 has anything to do (a cheap pre-pass keeps the main loop lean)."""
-    L, N = target.shape
-    out = np.zeros(N, dtype=np.bool_)
-    for l in range(L):
-        last = 0.0
-        for i in range(N):
-            t = target[l, i]
-            if t == t and t != last:  # t == t: not NaN
-                out[i] = True
-                last = t
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off, book_sz, target, lp, AS, record):
-    """Run the account over all bars. Arrays are (legs, bars): ``sigma``/``vol`` feed the
-    square-root impact, ``stop_sigma`` the trailing stop (per-bar return volatility known
-    before the bar opens); ``funding`` is the rate settled at each bar's close; ``book_*``
-    are (legs, bars, 2 sides, levels) price offsets (fractions of the reference price) and
-    sizes, or empty. Returns (stats, equity curve, trade list)."""
-    L, N = close.shape
-    st = np.zeros(N_ST)
+def new_account(L, AS, first_marks):
+    """The account before its first bar: cash ``AS[AS_CASH]``, flat legs marked at
+    ``first_marks`` (legs,). Returns (S, st)."""
     S = np.zeros((L, N_S))
+    st = np.zeros(N_ST)
     for l in range(L):
         S[l, S_PENDING_BAR] = -1.0
         S[l, S_TRAIL] = np.nan
         S[l, S_LIQ_PX] = np.nan
-        S[l, S_MARK] = close[l, 0]
-    equity_curve = np.empty(N if record else 0)
-    trades = np.zeros((L * N + L if record else 0, N_TR))
+        S[l, S_MARK] = first_marks[l]
     st[ST_CASH] = AS[AS_CASH]
-    prev_equity = AS[AS_CASH]
-    peak = AS[AS_CASH]  # per-bar statistics stay in registers; st gets them at the end
-    max_dd_seen = 0.0
-    sum_r = 0.0
-    sum_r2 = 0.0
-    sum_down2 = 0.0
-    n_r = 0.0
-    exposed_bars = 0.0
-    sum_equity = 0.0
+    st[ST_EQUITY] = AS[AS_CASH]
+    st[ST_PEAK] = AS[AS_CASH]
+    st[ST_DIRTY] = 1.0
+    st[ST_ALL_FLAT] = 1.0
+    return S, st
+
+
+@njit(cache=True, error_model="numpy")
+def step(i0, open_, high, low, close, sigma, vol, stop_sigma, funding, book_off, book_sz, target, lp, AS, S, st, trades, fills, record, equity_out):
+    """Advance the account over the bars in the market arrays' columns, bar after bar:
+    the six steps of the module docstring for each.
+
+    Column ``c`` of the market arrays (legs, columns) and of ``target`` (the strategy's
+    exposure at that bar's close per leg, NaN: no decision) is bar ``i0 + c`` of the run:
+    orders wait for ``i + 1 + latency bars`` and the records carry ``i``. A backtest passes
+    its whole arrays with ``i0 = 0`` (``simulate``); the paper venue passes the one column
+    of the bar that just closed with ``i0`` = the bars stepped so far. Either way each bar
+    goes through the same loop body below: one implementation.
+
+    The state lives in ``S`` (legs, N_S) and ``st`` (N_ST) between calls; inside a call it
+    is carried in locals and written back at the end (LLVM keeps them in registers, which
+    a call per bar would not allow: see the ``bench/backtest.py`` figures). Trades closed
+    are appended to ``trades`` when ``record``, every fill to ``fills`` while it has room,
+    each bar's equity to ``equity_out`` when it has room. Returns the equity at the last
+    bar's close, costs included."""
+    L = S.shape[0]
+    n = close.shape[1]
     next_open = AS[AS_NEXT_OPEN] != 0.0
     lat_bars = int(AS[AS_LAT_BARS])
     lat_frac = AS[AS_LAT_FRAC]
     stop_mult = AS[AS_STOP_MULT]
     buffer = AS[AS_LIQ_BUFFER]
     max_dd = AS[AS_MAX_DD]
-    halted = False
-    dirty = True  # liquidation thresholds need recomputing
-    decides = _decision_bars(target)
-    pending = 0  # legs with an order waiting for a later bar
+    keep_equity = equity_out.shape[0] >= n
+    # loop-carried state
+    halted = st[ST_KILLED] != 0.0
+    pending = int(st[ST_PENDING])
+    dirty = st[ST_DIRTY] != 0.0
+    all_flat = st[ST_ALL_FLAT] != 0.0
+    prev_equity = st[ST_EQUITY]
+    peak = st[ST_PEAK]
+    max_dd_seen = st[ST_MAX_DD]
+    sum_r = st[ST_SUM_R]
+    sum_r2 = st[ST_SUM_R2]
+    sum_down2 = st[ST_SUM_DOWN2]
+    n_r = st[ST_N_R]
+    exposed_bars = st[ST_EXPOSED_BARS]
+    sum_equity = st[ST_SUM_EQUITY]
+    for l in range(L):
+        S[l, S_FUND_STEP] = 0.0
 
-    all_flat = True  # no position in any leg after the previous bar
-    for i in range(N):
-        # Fast path: flat, nothing pending, no new decision: equity is the cash, the
-        # bar's return is 0 and nothing else can happen.
-        if all_flat and pending == 0 and not decides[i]:
+    for col in range(n):
+        i = i0 + col
+        decides = False
+        for l in range(L):
+            t = target[l, col]
+            if t == t and t != S[l, S_LAST_TARGET]:  # t == t: not NaN
+                decides = True
+
+        # Quiet bar: flat, nothing pending, no new decision. Equity is the cash, the bar's
+        # return is 0 and nothing else can happen (a sweep spends most bars here).
+        if all_flat and pending == 0 and not decides:
             equity = st[ST_CASH]
             if prev_equity > 0.0:
                 n_r += 1.0
             prev_equity = equity
             sum_equity += equity
-            if record:
-                equity_curve[i] = equity
+            if keep_equity:
+                equity_out[col] = equity
             continue
+
+        for l in range(L):
+            S[l, S_FUND_STEP] = 0.0
 
         # 1. pending orders fill in this bar
         if next_open and not halted and pending > 0:
             for l in range(L):
-                S[l, S_MARK] = open_[l, i]
+                S[l, S_MARK] = open_[l, col]
             for l in range(L):
                 if S[l, S_PENDING_BAR] == i:
                     S[l, S_PENDING_BAR] = -1.0
                     pending -= 1
-                    p = open_[l, i] + (close[l, i] - open_[l, i]) * lat_frac
-                    q = _order_size(S, st, lp, AS, l, S[l, S_PENDING], p, i, sigma, vol, book_off, book_sz)
-                    _trade_to(S, st, trades, lp, l, q, p, i, EXIT_SIGNAL, record, sigma, vol, stop_sigma, book_off, book_sz, stop_mult)
+                    p = open_[l, col] + (close[l, col] - open_[l, col]) * lat_frac
+                    q = _order_size(S, st, lp, AS, l, S[l, S_PENDING], p, col, sigma, vol, book_off, book_sz)
+                    _trade_to(S, st, trades, fills, lp, l, q, p, i, col, EXIT_SIGNAL, record, sigma, vol, stop_sigma, book_off, book_sz, stop_mult)
                     dirty = True
 
         # 2. intrabar exits: stop, auto-close, liquidation. The thresholds depend on cash
-        # and the other legs' marks: recomputed after a fill or funding, or every bar
-        # when other legs move.
+        # and the other legs' marks: recomputed after a fill or funding, or every bar when
+        # other legs move.
         if L > 1:
             dirty = True
         for l in range(L):
@@ -444,19 +487,18 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
                     reason = EXIT_STOP
             if np.isnan(trigger):
                 continue
-            hit = low[l, i] <= trigger if long else high[l, i] >= trigger
+            hit = low[l, col] <= trigger if long else high[l, col] >= trigger
             if not hit:
                 continue
-            o = open_[l, i]
+            o = open_[l, col]
             p = min(o, trigger) if long else max(o, trigger)
             if reason == EXIT_LIQUIDATION:
-                fee_rate = lp[l, LP_LIQ_FEE]
-                _fill(S, st, trades, l, -q, p, p, fee_rate, i, reason, record)
+                _fill(S, st, trades, fills, l, -q, p, p, lp[l, LP_LIQ_FEE], i, reason, record)
                 st[ST_LIQUIDATIONS] += 1
             else:
-                frac = _impact(lp, l, -1.0 if long else 1.0, abs(q), p, i, sigma, vol, book_off, book_sz)
+                frac = _impact(lp, l, -1.0 if long else 1.0, abs(q), p, col, sigma, vol, book_off, book_sz)
                 p_exec = p * (1.0 - frac) if long else p * (1.0 + frac)
-                _fill(S, st, trades, l, -q, p_exec, p, lp[l, LP_FEE], i, reason, record)
+                _fill(S, st, trades, fills, l, -q, p_exec, p, lp[l, LP_FEE], i, reason, record)
                 if reason == EXIT_STOP:
                     st[ST_STOPS] += 1
                 else:
@@ -470,17 +512,18 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
         exposed = False
         traded = False
         for l in range(L):
-            c = close[l, i]
+            c = close[l, col]
             q = S[l, S_Q]
             S[l, S_MARK] = c
             if q != 0.0:
                 exposed = True
-                rate = funding[l, i]
+                rate = funding[l, col]
                 if rate != 0.0 and lp[l, LP_PERP] != 0.0:
                     paid = q * c * rate
                     st[ST_CASH] -= paid
                     st[ST_FUNDING] += paid
                     S[l, S_FUNDING] += paid
+                    S[l, S_FUND_STEP] = paid
                     S[l, S_TRIP_CASH] -= paid
                     dirty = True
         equity = _account_equity(S, st[ST_CASH])
@@ -490,7 +533,7 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
         if not halted and ((max_dd > 0.0 and equity <= peak_now * (1.0 - max_dd)) or equity <= 0.0):
             for l in range(L):
                 if S[l, S_Q] != 0.0:
-                    _trade_to(S, st, trades, lp, l, 0.0, close[l, i], i, EXIT_KILL, record, sigma, vol, stop_sigma, book_off, book_sz, 0.0)
+                    _trade_to(S, st, trades, fills, lp, l, 0.0, close[l, col], i, col, EXIT_KILL, record, sigma, vol, stop_sigma, book_off, book_sz, 0.0)
             halted = True
             st[ST_KILLED] = 1.0
             dirty = True
@@ -498,8 +541,8 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
 
         # 6. the strategy's decision at this close
         if not halted:
-            for l in range(L if decides[i] else 0):
-                t = target[l, i]
+            for l in range(L if decides else 0):
+                t = target[l, col]
                 if np.isnan(t) or t == S[l, S_LAST_TARGET]:
                     continue
                 S[l, S_LAST_TARGET] = t
@@ -509,18 +552,18 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
                     S[l, S_PENDING] = t
                     S[l, S_PENDING_BAR] = i + 1 + lat_bars
                 else:
-                    q = _order_size(S, st, lp, AS, l, t, close[l, i], i, sigma, vol, book_off, book_sz)
-                    _trade_to(S, st, trades, lp, l, q, close[l, i], i, EXIT_SIGNAL, record, sigma, vol, stop_sigma, book_off, book_sz, stop_mult)
+                    q = _order_size(S, st, lp, AS, l, t, close[l, col], col, sigma, vol, book_off, book_sz)
+                    _trade_to(S, st, trades, fills, lp, l, q, close[l, col], i, col, EXIT_SIGNAL, record, sigma, vol, stop_sigma, book_off, book_sz, stop_mult)
                     dirty = True
                     traded = True
             # trailing stops follow the close
             if stop_mult > 0.0:
                 for l in range(L):
                     q = S[l, S_Q]
-                    s = stop_sigma[l, i]
+                    s = stop_sigma[l, col]
                     if q == 0.0 or not s > 0.0:
                         continue
-                    c = close[l, i]
+                    c = close[l, col]
                     if q > 0.0:
                         level = c * (1.0 - stop_mult * s)
                         if np.isnan(S[l, S_TRAIL]) or level > S[l, S_TRAIL]:
@@ -549,16 +592,17 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
         if exposed:
             exposed_bars += 1.0
         sum_equity += equity
-        if record:
-            equity_curve[i] = equity
+        if keep_equity:
+            equity_out[col] = equity
         all_flat = True
         for l in range(L):
             if S[l, S_Q] != 0.0:
                 all_flat = False
 
-    for l in range(L):
-        if S[l, S_Q] != 0.0:
-            _close_trip(S, st, trades, l, N - 1, EXIT_OPEN, record, S[l, S_Q] * close[l, N - 1])
+    st[ST_KILLED] = 1.0 if halted else 0.0
+    st[ST_PENDING] = pending
+    st[ST_DIRTY] = 1.0 if dirty else 0.0
+    st[ST_ALL_FLAT] = 1.0 if all_flat else 0.0
     st[ST_EQUITY] = prev_equity
     st[ST_PEAK] = peak
     st[ST_MAX_DD] = max_dd_seen
@@ -568,4 +612,32 @@ def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off,
     st[ST_N_R] = n_r
     st[ST_EXPOSED_BARS] = exposed_bars
     st[ST_SUM_EQUITY] = sum_equity
+    st[ST_BARS] = i0 + n
+    return prev_equity
+
+
+@njit(cache=True, error_model="numpy")
+def finish(S, st, trades, last_close, i, record):
+    """End of the run after bar ``i``: positions still open are recorded as open trades,
+    marked at ``last_close`` (legs,)."""
+    for l in range(S.shape[0]):
+        if S[l, S_Q] != 0.0:
+            _close_trip(S, st, trades, l, i, EXIT_OPEN, record, S[l, S_Q] * last_close[l])
+
+
+@njit(cache=True, error_model="numpy")
+def simulate(open_, high, low, close, sigma, vol, stop_sigma, funding, book_off, book_sz, target, lp, AS, record):
+    """Run the account over all bars: ``new_account``, ``step`` over every column,
+    ``finish``. Arrays are (legs, bars): ``sigma``/``vol`` feed the square-root impact,
+    ``stop_sigma`` the trailing stop (per-bar return volatility known before the bar opens);
+    ``funding`` is the rate settled at each bar's close; ``book_*`` are (legs, bars, 2 sides,
+    levels) price offsets (fractions of the reference price) and sizes, or empty. Returns
+    (stats, equity curve, trade list)."""
+    L, N = close.shape
+    S, st = new_account(L, AS, close[:, 0].copy())
+    equity_curve = np.empty(N if record else 0)
+    trades = np.zeros((L * N + L if record else 0, N_TR))
+    fills = np.zeros((0, N_FL))
+    step(0, open_, high, low, close, sigma, vol, stop_sigma, funding, book_off, book_sz, target, lp, AS, S, st, trades, fills, record, equity_curve)
+    finish(S, st, trades, close[:, N - 1].copy(), N - 1, record)
     return st, equity_curve, trades[: int(st[ST_N_TRADE_ROWS])]
