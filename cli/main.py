@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import market_data, research, selector, store_cluster
+from cli import market_data, research, selector, store_cluster, trading
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,6 +21,10 @@ def main() -> None:
       botmain sweep --strategy sol_ema_cross --grid fast=5:55:2 slow=20:220:8
                                   a parameter sweep as a Ray job; results in PostgreSQL
       botmain runs [show RUN_ID]  stored sweeps and their leaderboards
+      botmain paper --strategy sol_ema_cross --end 2025-05-03
+                                  paper trading on a replay, journaled; compared with the backtest
+      botmain orders | fills | positions [--run RUN_ID]
+                                  a paper run's journal
       botmain mds start           the Market Data Server and its feeds (replay by default)
       botmain down                stop Ray and the embedded store
 
@@ -36,6 +40,7 @@ def main() -> None:
 for command in (
     store_cluster.up, store_cluster.down, store_cluster.status,
     research.ingest, research.backtest, research.sweep, research.train_selector, research.runs,
+    trading.paper, trading.orders, trading.fills, trading.positions,
     market_data.mds,
     selector.serve_command, selector.decide,
 ):

@@ -209,13 +209,17 @@ def _submit_and_follow(config: BotmainConfig, args: list[str], job_name: str, fo
 @click.group(invoke_without_command=True)
 @click.pass_context
 def runs(ctx: click.Context) -> None:
-    """List stored sweep runs (newest first); `runs show RUN_ID` for a leaderboard."""
+    """List stored sweep runs and paper/live runs (newest first); `runs show RUN_ID` for a
+    sweep's leaderboard, `botmain orders --run RUN_ID` for a paper run's orders."""
     if ctx.invoked_subcommand is not None:
         return
+    from cli.trading import trading_runs_table
     from jobs.sweep.leaderboard import render_runs
     from jobs.sweep.results import list_runs
 
     click.echo(render_runs(_with_store(list_runs)))
+    click.echo("")
+    click.echo(trading_runs_table())
 
 
 @runs.command("show")

@@ -18,9 +18,9 @@ from actors.execution.paper_session import PaperSession, SessionClock
 from actors.execution.router import Router
 from actors.execution.sim_venue import SimVenue
 from actors.risk.monitor import RiskMonitor
-from cluster.config.models import RiskConfig, StrategiesConfig
 from cluster.orders import OrderState
 from cluster.store.journal import Journal
+from jobs.paper.replay import as_backtest, enabled
 from sim.backtest import backtest
 from sim.history import load_frame
 from sim.paper import frame_bars
@@ -32,20 +32,12 @@ _runs = itertools.count()
 
 
 def paper_config(config):
-    """The session configuration with both strategies enabled and the monitor's rules that
-    the simulator does not have off, so that the two agree: the daily loss limit, and
-    capital split across venues (the backtest holds one margin account for all legs, so
-    each venue a strategy trades on is allocated the whole account here)."""
-    risk = config.risk.model_dump(exclude_unset=True)
-    risk.setdefault("defaults", {})["daily_loss_limit"] = None
-    cash = config.simulation.initial_cash
-    risk["allocations"] = {name: {venue: cash for venue in venues} for name, venues in risk["allocations"].items()}
-    for venue in risk["treasury"]:
-        risk["treasury"][venue]["balance"] = cash * len(risk["allocations"])
-    strategies = StrategiesConfig.model_validate(
-        {"strategies": [{**s.model_dump(), "enabled": True} for s in config.strategies.strategies]}
-    )
-    return dataclasses.replace(config, risk=RiskConfig.model_validate(risk), strategies=strategies)
+    """The session configuration as ``botmain paper`` runs it by default (``as_backtest``:
+    the monitor's rules that the simulator lacks off), with both strategies enabled."""
+    config = as_backtest(config)
+    for spec in config.strategies.strategies:
+        config = enabled(config, spec.name)
+    return config
 
 
 CASES = {

@@ -223,6 +223,35 @@ class Journal:
             row = await conn.fetchrow("SELECT * FROM trading_runs WHERE run_id = $1", run_id)
         return None if row is None else _run(row)
 
+    async def runs(self, limit: int = 50) -> list[tuple[TradingRun, int, float | None]]:
+        """Paper and live runs, newest first, each with its fill count and last equity."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT r.*, (SELECT count(*) FROM fills f WHERE f.run_id = r.run_id) AS n_fills,
+                       (SELECT sum(e.equity) FROM equity_snapshots e
+                        WHERE e.run_id = r.run_id AND e.ts = (SELECT max(ts) FROM equity_snapshots WHERE run_id = r.run_id)
+                       ) AS equity
+                FROM trading_runs r ORDER BY r.started_at DESC, r.run_id LIMIT $1
+                """,
+                limit,
+            )
+        return [(_run(r), r["n_fills"], r["equity"]) for r in rows]
+
+    async def latest_run(self, mode: str | None = None) -> TradingRun | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM trading_runs WHERE $1::text IS NULL OR mode = $1 ORDER BY started_at DESC, run_id LIMIT 1",
+                mode,
+            )
+        return None if row is None else _run(row)
+
+    async def risk_event_counts(self, run_id: str) -> dict[str, int]:
+        """A run's journaled Risk Monitor decisions, by kind."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch("SELECT kind, count(*) AS n FROM risk_events WHERE run_id = $1 GROUP BY kind", run_id)
+        return {r["kind"]: r["n"] for r in rows}
+
     # --- orders -------------------------------------------------------------------------
 
     async def new_order(self, order: Order, ts_ns: int) -> Order:

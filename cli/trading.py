@@ -1,0 +1,147 @@
+"""``botmain paper``, ``orders``, ``fills`` and ``positions``: the trading half, read from and
+written to the journal in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from cli.session import command_config
+
+
+@click.command()
+@click.option("--strategy", "name", required=True, help="instance from strategies.yaml (e.g. sol_ema_cross)")
+@click.option("--start", help="first bar of the replay, e.g. 2025-05-10")
+@click.option("--end", help="end of the replay (exclusive)")
+@click.option("--timeframe", help="bar size in the lake (default: simulation.yaml)")
+@click.option("--speed", type=float, help="bar-seconds replayed per second (default: as fast as it goes)")
+@click.option("--run-id", help="name the paper run (default paper-<strategy>-<time>)")
+@click.option("--as-backtest/--with-all-rules", default=True, show_default=True,
+              help="switch off the monitor's rules the simulator lacks (daily loss limit, capital split by venue)")  # fmt: skip
+def paper(name, start, end, timeframe, speed, run_id, as_backtest) -> None:
+    """Paper-trade a strategy on a replay of the lake's bars and journal it.
+
+    \b
+    The strategy's stream, the Risk Rules Monitor, the execution engine and the paper
+    venue (the backtest's simulator, stepped bar by bar) run in this process; orders,
+    fills, positions, funding, equity and risk decisions go to PostgreSQL under the run id.
+    At the end: the metrics table of `botmain backtest` and the backtest-vs-paper line.
+    """
+    from pydantic import ValidationError
+
+    from cluster.store.connection import prepare_store, resolve_dsn
+    from jobs.paper.replay import as_backtest as backtest_like
+    from jobs.paper.replay import run_paper_replay
+    from sim.history import HistoryError
+    from sim.summary import render_metrics
+
+    config = command_config()
+    if as_backtest:
+        config = backtest_like(config)
+    dsn = resolve_dsn(config)
+
+    async def go():
+        await prepare_store(dsn)
+        return await run_paper_replay(config, name, dsn, start=start, end=end, timeframe=timeframe, speed=speed,
+                                      run_id=run_id, say=click.echo)  # fmt: skip
+
+    try:
+        run = asyncio.run(go())
+    except (KeyError, ValueError, HistoryError, ValidationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    c = run.counts
+    click.echo(render_metrics(run.result, run.instruments))
+    click.echo("")
+    click.echo(f"orders: {c.intents} intents, {c.sent} sent, {c.denied} denied"
+               + (f" ({', '.join(f'{k} {v}' for k, v in sorted(c.denied_by.items()))})" if c.denied_by else "")
+               + f"; {c.fills} fills")  # fmt: skip
+    click.echo("decisions by venue: " + (", ".join(f"{v} {n}" for v, n in sorted(run.decisions.items())) or "none"))
+    click.echo("risk events: " + (", ".join(f"{k} {n}" for k, n in sorted(run.risk_events.items())) or "none"))
+    click.echo(run.comparison())
+    click.echo(f"journaled under run {run.run_id}: botmain orders / fills / positions --run {run.run_id}")
+
+
+def _journal_query(run_id: str | None, query):
+    from cluster.store.connection import prepare_store, resolve_dsn
+    from cluster.store.journal import Journal
+
+    config = command_config()
+
+    async def go():
+        import asyncpg
+
+        dsn = resolve_dsn(config)
+        await prepare_store(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            journal = Journal(pool)
+            run = await (journal.run(run_id) if run_id else journal.latest_run())
+            if run is None:
+                raise click.ClickException(f"no trading run {run_id}" if run_id else "no paper or live run yet (botmain paper --strategy NAME)")
+            return run, await query(journal, run.run_id)
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+RUN = click.option("--run", "run_id", help="paper or live run id (default: the latest)")
+
+
+@click.command()
+@RUN
+@click.option("--state", "states", multiple=True, help="only orders in this state (repeatable)")
+def orders(run_id, states) -> None:
+    """A run's orders: state, side, quantity, fills, route and why."""
+    from cli.trading_render import render_orders
+    from cluster.orders import OrderState
+
+    try:
+        wanted = [OrderState(s) for s in states] or None
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}; states: {', '.join(s.value for s in OrderState)}") from None
+    run, rows = _journal_query(run_id, lambda j, r: j.orders(r, wanted))
+    click.echo(render_orders(run, rows))
+
+
+@click.command()
+@RUN
+def fills(run_id) -> None:
+    """A run's fills, in the order they were journaled."""
+    from cli.trading_render import render_fills
+
+    run, rows = _journal_query(run_id, lambda j, r: j.fills(r))
+    click.echo(render_fills(run, rows))
+
+
+@click.command()
+@RUN
+def positions(run_id) -> None:
+    """A run's positions per strategy and instrument: size, entry, realised PnL, fees, funding."""
+    from cli.trading_render import render_positions
+
+    run, rows = _journal_query(run_id, lambda j, r: j.positions(r))
+    click.echo(render_positions(run, rows))
+
+
+def trading_runs_table(limit: int = 50) -> str:
+    """Paper and live runs, for ``botmain runs`` (beside the sweeps)."""
+    from cli.trading_render import render_trading_runs
+    from cluster.store.connection import prepare_store, resolve_dsn
+    from cluster.store.journal import Journal
+
+    config = command_config()
+
+    async def go():
+        import asyncpg
+
+        dsn = resolve_dsn(config)
+        await prepare_store(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            return await Journal(pool).runs(limit)
+        finally:
+            await pool.close()
+
+    return render_trading_runs(asyncio.run(go()))
