@@ -54,6 +54,10 @@ demo: $(STAMP) $(DEMO_SECRETS)/jwt_secret $(DEMO_SECRETS)/api_clients
 	@echo
 	$(BIN)/botmain sweep --strategy sol_ema_cross --grid fast=5:55:2 slow=20:220:8 --run-id demo-sol-ema-cross
 	@echo
+	$(BIN)/botmain paper --strategy sol_ema_cross --start 2025-05-10 --end 2025-05-11 --trades 10
+	@echo
+	$(BIN)/botmain paper --strategy sol_funding_carry --trades 5
+	@echo
 	$(BIN)/botmain train-selector
 	@echo
 	$(BIN)/botmain serve

@@ -19,7 +19,8 @@ from cli.session import command_config
 @click.option("--run-id", help="name the paper run (default paper-<strategy>-<time>)")
 @click.option("--as-backtest/--with-all-rules", default=True, show_default=True,
               help="switch off the monitor's rules the simulator lacks (daily loss limit, capital split by venue)")  # fmt: skip
-def paper(name, start, end, timeframe, speed, run_id, as_backtest) -> None:
+@click.option("--trades", "show_trades", type=int, default=0, help="print the first N round trips")
+def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades) -> None:
     """Paper-trade a strategy on a replay of the lake's bars and journal it.
 
     \b
@@ -53,6 +54,11 @@ def paper(name, start, end, timeframe, speed, run_id, as_backtest) -> None:
     c = run.counts
     click.echo(render_metrics(run.result, run.instruments))
     click.echo("")
+    if show_trades > 0:
+        from cli.trading_render import render_trades
+
+        click.echo(render_trades(run.result.trades, show_trades))
+        click.echo("")
     click.echo(f"orders: {c.intents} intents, {c.sent} sent, {c.denied} denied"
                + (f" ({', '.join(f'{k} {v}' for k, v in sorted(c.denied_by.items()))})" if c.denied_by else "")
                + f"; {c.fills} fills")  # fmt: skip

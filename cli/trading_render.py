@@ -71,3 +71,16 @@ def render_trading_runs(rows) -> str:
         lines.append(f"{run.run_id:<44} {run.mode:<5} {run.strategy:<20} {run.status:<9} {fills:>7,} "
                      f"{_num(equity, ',.2f'):>12}  {_when(run.started_ns)}")  # fmt: skip
     return "\n".join(lines)
+
+
+def render_trades(trades, limit: int) -> str:
+    """The first ``limit`` round trips of a result's trade list."""
+    lines = [f"round trips: {len(trades):,} (first {min(limit, len(trades))})",
+             f"{'entry (UTC)':<19} {'exit (UTC)':<19} {'instrument':<22} {'side':<5} {'size':>10} {'entry px':>10} "
+             f"{'exit px':>10} {'pnl':>9} {'fees':>7}  exit"]  # fmt: skip
+    for t in trades[:limit]:
+        lines.append(
+            f"{_when(int(t.entry_ts.astype('int64'))):<19} {_when(int(t.exit_ts.astype('int64'))):<19} {t.instrument:<22} "
+            f"{t.side:<5} {t.size:>10,.4g} {t.entry_price:>10,.4f} {t.exit_price:>10,.4f} {t.pnl:>+9,.2f} {t.fees:>7,.2f}  {t.exit_reason}"
+        )
+    return "\n".join(lines)
