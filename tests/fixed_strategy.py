@@ -23,4 +23,4 @@ class Fixed(Strategy):
         self.targets = np.atleast_2d(np.asarray(targets, dtype=np.float64))
 
     def signals(self, frame: Frame) -> np.ndarray:
-        return self.targets
+        return self.targets[:, : len(frame)]  # a stream sees the history so far
