@@ -75,6 +75,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/mds.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/pretrade_check.py
+	$(BIN)/python bench/pipeline.py
 
 down: $(STAMP)
 	$(BIN)/botmain down
