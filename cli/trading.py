@@ -49,7 +49,9 @@ def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades) 
 
     try:
         run = asyncio.run(go())
-    except (KeyError, ValueError, HistoryError, ValidationError) as exc:
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0]) if exc.args else "unknown key") from None
+    except (ValueError, HistoryError, ValidationError) as exc:
         raise click.ClickException(str(exc)) from None
     c = run.counts
     click.echo(render_metrics(run.result, run.instruments))
