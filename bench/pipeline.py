@@ -23,6 +23,7 @@ in its backtest engine) are printed as the anchor; they are not measured here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -82,13 +83,28 @@ class Flip(Strategy):
 
 
 class CountingJournal:
-    """The journal, counting the writes the engine makes (one transaction each)."""
+    """The journal, counting the writes the engine makes and the transactions they take."""
 
     WRITES = ("new_order", "record", "record_funding", "record_equity", "record_risk_event")
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, counts: dict | None = None, batched: bool = False) -> None:
         self._journal = journal
-        self.writes = 0
+        self.counts = counts if counts is not None else {"writes": 0, "transactions": 0}
+        self._batched = batched
+
+    @property
+    def writes(self) -> int:
+        return self.counts["writes"]
+
+    @property
+    def transactions(self) -> int:
+        return self.counts["transactions"]
+
+    @contextlib.asynccontextmanager
+    async def batch(self):
+        async with self._journal.batch() as bound:
+            self.counts["transactions"] += 1
+            yield CountingJournal(bound, self.counts, batched=True)
 
     def __getattr__(self, name):
         attr = getattr(self._journal, name)
@@ -96,7 +112,8 @@ class CountingJournal:
             return attr
 
         async def counted(*args, **kwargs):
-            self.writes += 1
+            self.counts["writes"] += 1
+            self.counts["transactions"] += 0 if self._batched else 1
             return await attr(*args, **kwargs)
 
         return counted
@@ -192,7 +209,7 @@ async def main() -> None:
         session, monitor, journal, _, elapsed = await session_over(config, frame, dsn, "bench-full", None)
         intents = session.counts.intents
         full_rate = intents / elapsed
-        writes_per_intent = journal.writes / intents
+        writes_per_intent = journal.transactions / intents
         check_ns = monitor.check_ns
         steady = await session_over(config, frame.head(2_000), dsn, "bench-steady", 1.0 / STEADY)
         half_rate = full_rate / 2

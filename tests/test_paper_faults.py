@@ -8,6 +8,7 @@ decisions until its step is journaled, the same equity as the backtest."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 
 import numpy as np
@@ -37,17 +38,23 @@ class Crash(Exception):
 
 class DyingJournal:
     """The real journal, through which the engine dies at its ``at``-th order write
-    (``new_order`` or ``record``): before the write reaches PostgreSQL, or after it is
-    committed but before the engine hears back."""
+    (``new_order`` or ``record``, alone or inside a batch): before the write reaches
+    PostgreSQL, or after it has been made but before the engine hears back (inside a
+    batch, that rolls the batch back)."""
 
-    def __init__(self, journal: Journal, at: int, after: bool) -> None:
+    def __init__(self, journal: Journal, at: int, after: bool, counter: list[int] | None = None) -> None:
         self._journal = journal
         self.at = at
         self.after = after
-        self.writes = 0
+        self._counter = counter if counter is not None else [0]
 
     def __getattr__(self, name):
         return getattr(self._journal, name)
+
+    @contextlib.asynccontextmanager
+    async def batch(self):
+        async with self._journal.batch() as bound:
+            yield DyingJournal(bound, self.at, self.after, self._counter)
 
     async def new_order(self, *args, **kwargs):
         return await self._write(self._journal.new_order(*args, **kwargs))
@@ -56,8 +63,8 @@ class DyingJournal:
         return await self._write(self._journal.record(*args, **kwargs))
 
     async def _write(self, call):
-        self.writes += 1
-        if self.writes != self.at:
+        self._counter[0] += 1
+        if self._counter[0] != self.at:
             return await call
         if not self.after:
             call.close()

@@ -118,10 +118,10 @@ class ExecutionEngine:
             accepted, why = await self._check(intent)
             if not accepted:
                 return await self.deny(intent, why or "refused by the risk check", venue=order.venue, order=order)
-        stored = self._track(await self._store(self.journal.new_order(order, now)))
-        if stored.state is not OrderState.INITIALIZED:
+        stored, fresh = await self._store(self._new_and_submitted(order, now))
+        if not fresh:
             return SubmitResult(stored, sent=False)  # a replayed decision: handled already
-        return await self._send(stored, now)
+        return await self._call_venue(stored, now)
 
     async def deny(self, intent: OrderIntent, reason: str, *, venue: str, order: Order | None = None) -> SubmitResult:
         """Journal an intent the risk check refused, as a DENIED order."""
@@ -157,14 +157,19 @@ class ExecutionEngine:
     # --- the venue's reports ----------------------------------------------------------
 
     async def on_step(self, report: StepReport) -> None:
-        """A paper venue's bar: its answers, its own exits, the funding and the equity."""
-        for event in report.events:
-            await self._record(event)
-        for order, fills in report.venue_orders:
-            await self._venue_order(order, fills)
-        for instrument, amount in report.funding:
-            await self._store(self.journal.record_funding(self.run_id, report.strategy, instrument, report.close_ts_ns, amount))
-        await self._store(self.journal.record_equity(self.run_id, report.strategy, report.close_ts_ns, report.equity, report.cash))
+        """A paper venue's bar: its answers, its own exits, the funding and the equity, in
+        one transaction (all of the bar is journaled, or none of it)."""
+        await self._store(self._journal_step(report))
+
+    async def _journal_step(self, report: StepReport) -> None:
+        async with self.journal.batch() as j:
+            for event in report.events:
+                self._note(await j.record(event), event)
+            for order, fills in report.venue_orders:
+                await self._venue_order(order, fills, j)
+            for instrument, amount in report.funding:
+                await j.record_funding(self.run_id, report.strategy, instrument, report.close_ts_ns, amount)
+            await j.record_equity(self.run_id, report.strategy, report.close_ts_ns, report.equity, report.cash)
 
     async def on_fill(self, fill: Fill) -> None:
         await self._record(fill)
@@ -222,9 +227,22 @@ class ExecutionEngine:
 
     # --- inside -------------------------------------------------------------------------
 
+    async def _new_and_submitted(self, order: Order, now: int) -> tuple[Order, bool]:
+        """The order journaled and marked SUBMITTED in one transaction, before it is sent.
+        Returns it and True, or, for a replayed decision, the stored order and False."""
+        async with self.journal.batch() as j:
+            stored = self._track(await j.new_order(order, now))
+            if stored.state is not OrderState.INITIALIZED:
+                return stored, False
+            submitted = Submitted(order.client_order_id, now)
+            return self._note(await j.record(submitted), submitted).order, True
+
     async def _send(self, order: Order, now: int) -> SubmitResult:
+        order = (await self._record(Submitted(order.client_order_id, now))).order
+        return await self._call_venue(order, now)
+
+    async def _call_venue(self, order: Order, now: int) -> SubmitResult:
         cid = order.client_order_id
-        order = (await self._record(Submitted(cid, now))).order
         client = self._client(order.venue)
         try:
             events = await client.submit(order)
@@ -241,13 +259,14 @@ class ExecutionEngine:
                 order = recorded.order
         return SubmitResult(order, sent=True)
 
-    async def _venue_order(self, order: Order, fills: tuple[Fill, ...]) -> None:
+    async def _venue_order(self, order: Order, fills: tuple[Fill, ...], journal: Journal) -> None:
         """An order the venue made itself (a stop, a liquidation): journaled with its fills."""
-        stored = self._track(await self._store(self.journal.new_order(order, order.decision_ts_ns)))
+        stored = self._track(await journal.new_order(order, order.decision_ts_ns))
         if stored.state is OrderState.INITIALIZED:
-            await self._record(Submitted(order.client_order_id, order.decision_ts_ns))
+            submitted = Submitted(order.client_order_id, order.decision_ts_ns)
+            self._note(await journal.record(submitted), submitted)
         for fill in fills:
-            await self._record(fill)
+            self._note(await journal.record(fill), fill)
 
     async def _journal_fill_of_unknown_order(self, fill: Fill) -> bool:
         stored = await self._store(self.journal.order(fill.client_order_id))
@@ -286,7 +305,10 @@ class ExecutionEngine:
         return ReconcileMismatch(why)
 
     async def _record(self, event: OrderEvent):
-        recorded = await self._store(self.journal.record(event))
+        return self._note(await self._store(self.journal.record(event)), event)
+
+    def _note(self, recorded, event: OrderEvent):
+        """What a journaled event made of its order: the open-order view and the counts."""
         self._track(recorded.order)
         if isinstance(event, Fill) and recorded.applied:
             self.counts["fills"] += 1

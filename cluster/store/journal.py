@@ -17,8 +17,9 @@ paper trading on a replay journals replay time), kept to PostgreSQL's microsecon
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -167,10 +168,40 @@ def _json(payload: dict[str, Any]) -> str:
 
 
 class Journal:
-    """The journal over an asyncpg pool (the caller makes and closes it)."""
+    """The journal over an asyncpg pool (the caller makes and closes it).
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    Each write is its own transaction, unless made through ``batch()``: then the writes
+    made through the journal it yields commit together, or none of them (a refusal, a
+    conflict or a lost connection rolls back the lot), in one commit instead of one each."""
+
+    def __init__(self, pool: asyncpg.Pool, _bound: asyncpg.Connection | None = None) -> None:
         self._pool = pool
+        self._bound = _bound  # the batch's connection, inside its transaction
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[Journal]:
+        """``async with journal.batch() as j: await j.record(a); await j.record(b)``."""
+        if self._bound is not None:
+            yield self
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield Journal(self._pool, conn)
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._bound is not None:
+            yield self._bound
+        else:
+            async with self._pool.acquire() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._bound is not None:
+            yield self._bound  # the batch's transaction holds it
+        else:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
 
     # --- runs ---------------------------------------------------------------------------
 
@@ -181,7 +212,7 @@ class Journal:
         same mode and strategy; a run that ended stays ended."""
         if mode not in RUN_MODES:
             raise ValueError(f"run mode must be one of {RUN_MODES}, got {mode!r}")
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             row = await conn.fetchrow(
                 """
                 INSERT INTO trading_runs (run_id, mode, strategy, config, started_at)
@@ -204,7 +235,7 @@ class Journal:
         closing an ended run again changes nothing."""
         if status not in RUN_END_STATUSES:
             raise ValueError(f"a run ends as one of {RUN_END_STATUSES}, got {status!r}")
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             row = await conn.fetchrow(
                 """
                 UPDATE trading_runs SET status = $2, ended_at = coalesce($3, now())
@@ -219,13 +250,13 @@ class Journal:
         return _run(row)
 
     async def run(self, run_id: str) -> TradingRun | None:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             row = await conn.fetchrow("SELECT * FROM trading_runs WHERE run_id = $1", run_id)
         return None if row is None else _run(row)
 
     async def runs(self, limit: int = 50) -> list[tuple[TradingRun, int, float | None]]:
         """Paper and live runs, newest first, each with its fill count and last equity."""
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 """
                 SELECT r.*, (SELECT count(*) FROM fills f WHERE f.run_id = r.run_id) AS n_fills,
@@ -239,7 +270,7 @@ class Journal:
         return [(_run(r), r["n_fills"], r["equity"]) for r in rows]
 
     async def latest_run(self, mode: str | None = None) -> TradingRun | None:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             row = await conn.fetchrow(
                 "SELECT * FROM trading_runs WHERE $1::text IS NULL OR mode = $1 ORDER BY started_at DESC, run_id LIMIT 1",
                 mode,
@@ -248,7 +279,7 @@ class Journal:
 
     async def risk_event_counts(self, run_id: str) -> dict[str, int]:
         """A run's journaled Risk Monitor decisions, by kind."""
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch("SELECT kind, count(*) AS n FROM risk_events WHERE run_id = $1 GROUP BY kind", run_id)
         return {r["kind"]: r["n"] for r in rows}
 
@@ -265,7 +296,7 @@ class Journal:
                 f"order {order.client_order_id}: venue and instrument must fit trade_logs "
                 f"({_VENUE_WIDTH} and {_PAIR_WIDTH} characters): {order.venue!r}, {order.instrument!r}"
             )
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._tx() as conn:
             run = await conn.fetchrow("SELECT status FROM trading_runs WHERE run_id = $1 FOR SHARE", order.run_id)
             if run is None:
                 raise UnknownRun(order.run_id)
@@ -290,7 +321,7 @@ class Journal:
 
     async def record(self, event: OrderEvent) -> Recorded:
         """Apply one event to the stored order and journal the result (see the module)."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._tx() as conn:
             order = await self._stored(conn, event.client_order_id, lock=True)
             new = apply(order, event)
             if new is order:
@@ -408,7 +439,7 @@ class Journal:
         """One funding settlement paid (> 0) or received (< 0) on a position; False when it
         was journaled already (re-delivered), with the same amount."""
         venue = instrument.partition(":")[0]
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._tx() as conn:
             inserted = await conn.fetchval(
                 """
                 INSERT INTO funding_payments (run_id, strategy, instrument, venue, ts, amount)
@@ -446,7 +477,7 @@ class Journal:
     ) -> int:  # fmt: skip
         """A Risk Monitor decision (accept, reject, auto_close, state_change, cancel_all,
         ...); returns its id."""
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             return await conn.fetchval(
                 """
                 INSERT INTO risk_events (ts, run_id, strategy, kind, rule, detail)
@@ -457,7 +488,7 @@ class Journal:
 
     async def record_equity(self, run_id: str, strategy: str, ts_ns: int, equity: float, cash: float) -> bool:
         """One equity snapshot; False when one is already journaled for that time."""
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             return bool(
                 await conn.fetchval(
                     """
@@ -471,7 +502,7 @@ class Journal:
     # --- queries ------------------------------------------------------------------------
 
     async def order(self, client_order_id: str) -> Order | None:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             try:
                 return await self._stored(conn, client_order_id)
             except UnknownOrder:
@@ -480,7 +511,7 @@ class Journal:
     async def orders(self, run_id: str, states: Iterable[OrderState] | None = None) -> list[Order]:
         """A run's orders (in ``states``, if given), oldest first."""
         wanted = None if states is None else [OrderState(s).value for s in states]
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 f"""
                 SELECT {_ORDER_COLUMNS} FROM orders o
@@ -497,7 +528,7 @@ class Journal:
         modify, and those whose outcome is unknown (``unknown_since_ns`` set), of one run
         or of every run."""
         states = [s.value for s in OPEN_STATES]
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 f"""
                 SELECT {_ORDER_COLUMNS} FROM orders o
@@ -510,12 +541,12 @@ class Journal:
 
     async def fills(self, run_id: str) -> list[Fill]:
         """A run's fills in the order they were journaled (the order positions saw them)."""
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch("SELECT * FROM fills WHERE run_id = $1 ORDER BY event_seq", run_id)
         return [_fill(r) for r in rows]
 
     async def positions(self, run_id: str) -> list[Position]:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch(
                 """
                 SELECT strategy, instrument, size, avg_entry_price, realized_pnl, fees_paid, funding_paid
@@ -526,7 +557,7 @@ class Journal:
         return [Position(**dict(r)) for r in rows]
 
     async def order_events(self, client_order_id: str) -> list[JournalEntry]:
-        async with self._pool.acquire() as conn:
+        async with self._conn() as conn:
             rows = await conn.fetch("SELECT * FROM order_events WHERE client_order_id = $1 ORDER BY seq", client_order_id)
         return [
             JournalEntry(
