@@ -70,7 +70,8 @@ def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades) 
     click.echo(f"journaled under run {run.run_id}: botmain orders / fills / positions --run {run.run_id}")
 
 
-def _journal_query(run_id: str | None, query):
+def _with_journal(query):
+    """Run ``query(journal)`` against the configured store (started and migrated as needed)."""
     from cluster.store.connection import prepare_store, resolve_dsn
     from cluster.store.journal import Journal
 
@@ -83,15 +84,23 @@ def _journal_query(run_id: str | None, query):
         await prepare_store(dsn)
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         try:
-            journal = Journal(pool)
-            run = await (journal.run(run_id) if run_id else journal.latest_run())
-            if run is None:
-                raise click.ClickException(f"no trading run {run_id}" if run_id else "no paper or live run yet (botmain paper --strategy NAME)")
-            return run, await query(journal, run.run_id)
+            return await query(Journal(pool))
         finally:
             await pool.close()
 
     return asyncio.run(go())
+
+
+def _journal_query(run_id: str | None, query):
+    """The run ``run_id`` (default: the latest) and ``query(journal, run_id)``."""
+
+    async def go(journal):
+        run = await (journal.run(run_id) if run_id else journal.latest_run())
+        if run is None:
+            raise click.ClickException(f"no trading run {run_id}" if run_id else "no paper or live run yet (botmain paper --strategy NAME)")
+        return run, await query(journal, run.run_id)
+
+    return _with_journal(go)
 
 
 RUN = click.option("--run", "run_id", help="paper or live run id (default: the latest)")
@@ -136,20 +145,5 @@ def positions(run_id) -> None:
 def trading_runs_table(limit: int = 50) -> str:
     """Paper and live runs, for ``botmain runs`` (beside the sweeps)."""
     from cli.trading_render import render_trading_runs
-    from cluster.store.connection import prepare_store, resolve_dsn
-    from cluster.store.journal import Journal
 
-    config = command_config()
-
-    async def go():
-        import asyncpg
-
-        dsn = resolve_dsn(config)
-        await prepare_store(dsn)
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
-        try:
-            return await Journal(pool).runs(limit)
-        finally:
-            await pool.close()
-
-    return render_trading_runs(asyncio.run(go()))
+    return render_trading_runs(_with_journal(lambda journal: journal.runs(limit)))

@@ -55,6 +55,25 @@ class BacktestResult:
     notes: tuple[str, ...]
 
 
+def trade_from_row(r: np.ndarray, settings: SimSettings, ts, bar_ns: int) -> Trade:
+    """One row of the kernel's trade list (``sim.kernel.TR_*``); ``ts`` holds the bars'
+    open times by bar number, so a trade exits at its exit bar's close."""
+    return Trade(
+        instrument=settings.legs[int(r[k.TR_LEG])].key,
+        side="long" if r[k.TR_SIDE] > 0 else "short",
+        entry_ts=np.datetime64(int(ts[int(r[k.TR_ENTRY_I])]), "ns"),
+        exit_ts=np.datetime64(int(ts[int(r[k.TR_EXIT_I])]) + bar_ns, "ns"),
+        entry_price=float(r[k.TR_ENTRY_PX]),
+        exit_price=float(r[k.TR_EXIT_PX]),
+        size=float(r[k.TR_SIZE]),
+        pnl=float(r[k.TR_PNL]),
+        fees=float(r[k.TR_FEES]),
+        funding=float(r[k.TR_FUNDING]),
+        exit_reason=EXIT_REASONS[int(r[k.TR_REASON])],
+        liquidation_price=float(r[k.TR_LIQ_PX]),
+    )
+
+
 def _run(strategy: Strategy, frame: Frame, settings: SimSettings, market: MarketArrays, record: bool, kernel_params=None):
     target = np.ascontiguousarray(strategy.signals(frame), dtype=np.float64)
     if target.shape != (len(frame.legs), len(frame)):
@@ -82,23 +101,7 @@ def backtest(strategy: Strategy, frame: Frame, settings: SimSettings, market: Ma
     market = market or MarketArrays.build(frame, settings)
     st, equity, rows = _run(strategy, frame, settings, market, record=True)
     bar_ns = int(frame.bar_seconds * 1e9)
-    trades = [
-        Trade(
-            instrument=settings.legs[int(r[k.TR_LEG])].key,
-            side="long" if r[k.TR_SIDE] > 0 else "short",
-            entry_ts=np.datetime64(int(frame.ts[int(r[k.TR_ENTRY_I])]), "ns"),
-            exit_ts=np.datetime64(int(frame.ts[int(r[k.TR_EXIT_I])]) + bar_ns, "ns"),
-            entry_price=float(r[k.TR_ENTRY_PX]),
-            exit_price=float(r[k.TR_EXIT_PX]),
-            size=float(r[k.TR_SIZE]),
-            pnl=float(r[k.TR_PNL]),
-            fees=float(r[k.TR_FEES]),
-            funding=float(r[k.TR_FUNDING]),
-            exit_reason=EXIT_REASONS[int(r[k.TR_REASON])],
-            liquidation_price=float(r[k.TR_LIQ_PX]),
-        )
-        for r in rows
-    ]
+    trades = [trade_from_row(r, settings, frame.ts, bar_ns) for r in rows]
     return BacktestResult(
         strategy=strategy.name,
         params=strategy.params.model_dump(),

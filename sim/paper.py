@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim import kernel as k
-from sim.backtest import EXIT_REASONS, BacktestResult, Trade
+from sim.backtest import BacktestResult, Trade, trade_from_row
 from sim.metrics import metrics_from_stats
 from sim.settings import SimSettings
 from strategies.base import Strategy
-from strategies.frame import Frame
+from strategies.frame import SERIES, Frame
 from strategies.indicators import StreamingMean, StreamingReturnStd
 from strategies.stream import LegBar, StreamLeg
 
@@ -194,26 +194,13 @@ class PaperAccount:
         )  # fmt: skip
 
     def _trade(self, r: np.ndarray) -> Trade:
-        return Trade(
-            instrument=self.settings.legs[int(r[k.TR_LEG])].key,
-            side="long" if r[k.TR_SIDE] > 0 else "short",
-            entry_ts=np.datetime64(self.ts[int(r[k.TR_ENTRY_I])], "ns"),
-            exit_ts=np.datetime64(self.ts[int(r[k.TR_EXIT_I])] + self.bar_ns, "ns"),
-            entry_price=float(r[k.TR_ENTRY_PX]),
-            exit_price=float(r[k.TR_EXIT_PX]),
-            size=float(r[k.TR_SIZE]),
-            pnl=float(r[k.TR_PNL]),
-            fees=float(r[k.TR_FEES]),
-            funding=float(r[k.TR_FUNDING]),
-            exit_reason=EXIT_REASONS[int(r[k.TR_REASON])],
-            liquidation_price=float(r[k.TR_LIQ_PX]),
-        )
+        return trade_from_row(r, self.settings, self.ts, self.bar_ns)
 
 
 def frame_bars(frame: Frame) -> Iterator[tuple[int, list[LegBar]]]:
     """A frame as the closed bars a replayed paper session sees, oldest first."""
     legs = frame.legs
-    cols = [[getattr(leg, c) for c in ("open", "high", "low", "close", "volume", "funding", "funding_known")] for leg in legs]
+    cols = [[getattr(leg, c) for c in SERIES] for leg in legs]
     for i in range(len(frame)):
         yield int(frame.ts[i]), [LegBar(*(float(c[i]) for c in leg_cols)) for leg_cols in cols]
 

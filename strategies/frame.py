@@ -26,10 +26,11 @@ class LegData:
     funding_known: np.ndarray  # latest hourly funding rate published at or before each close
 
     def head(self, n: int) -> LegData:
-        return replace(self, **{name: getattr(self, name)[:n] for name in _SERIES})
+        return replace(self, **{name: getattr(self, name)[:n] for name in SERIES})
 
 
-_SERIES = ("open", "high", "low", "close", "volume", "funding", "funding_known")
+# The per-bar series of a leg, in the order ``strategies.stream.LegBar`` takes them
+SERIES = ("open", "high", "low", "close", "volume", "funding", "funding_known")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from strategies.frame import Frame, LegData
+from strategies.frame import SERIES, Frame, LegData
 
 
 class WindowSignals(Protocol):
@@ -69,9 +69,6 @@ class SignalStream:
         raise NotImplementedError
 
 
-_COLUMNS = ("open", "high", "low", "close", "volume", "funding", "funding_known")
-
-
 class WindowStream(SignalStream):
     """Any strategy: ``signals`` over the whole history so far, its last column."""
 
@@ -79,18 +76,18 @@ class WindowStream(SignalStream):
         super().__init__(legs, bar_seconds)
         self.strategy = strategy
         self.ts: list[int] = []
-        self.columns = [{c: [] for c in _COLUMNS} for _ in self.legs]
+        self.columns = [{c: [] for c in SERIES} for _ in self.legs]
 
     def _push(self, ts_ns: int, bars: Sequence[LegBar]) -> np.ndarray:
         self.ts.append(ts_ns)
         for cols, bar in zip(self.columns, bars):
-            for c in _COLUMNS:
+            for c in SERIES:
                 cols[c].append(getattr(bar, c))
         frame = Frame(
             ts=np.asarray(self.ts, dtype=np.int64),
             bar_seconds=self.bar_seconds,
             legs=tuple(
-                LegData(key=leg.key, kind=leg.kind, **{c: np.asarray(cols[c], dtype=np.float64) for c in _COLUMNS})
+                LegData(key=leg.key, kind=leg.kind, **{c: np.asarray(cols[c], dtype=np.float64) for c in SERIES})
                 for leg, cols in zip(self.legs, self.columns)
             ),
         )

@@ -15,7 +15,7 @@ from sim.backtest import backtest
 from sim.history import load_frame
 from sim.paper import frame_bars
 from sim.settings import SimSettings
-from strategies.frame import Frame
+from strategies.frame import SERIES, Frame
 from strategies.stream import StreamLeg
 from tests.fixed_strategy import Fixed
 from tests.test_paper_session import open_parts, paper_config
@@ -38,9 +38,7 @@ def largest_drop(frame: Frame) -> tuple[int, float]:
 
 
 def window(frame: Frame, a: int, b: int) -> Frame:
-    legs = tuple(dataclasses.replace(leg, **{n: getattr(leg, n)[a:b] for n in
-                                             ("open", "high", "low", "close", "volume", "funding", "funding_known")})
-                 for leg in frame.legs)  # fmt: skip
+    legs = tuple(dataclasses.replace(leg, **{n: getattr(leg, n)[a:b] for n in SERIES}) for leg in frame.legs)
     return Frame(frame.ts[a:b], frame.bar_seconds, legs, frame.notes)
 
 
