@@ -164,9 +164,7 @@ class SimVenue(VenueClient):
                                                                order.quantity, 0.0)  # fmt: skip
         events: list[OrderEvent] = []
         if earlier is not None:  # two orders for one leg at one close: the later one stands
-            why = "replaced by a later order for the same bar"
-            self._end(earlier.client_order_id, "canceled", why)
-            events.append(Canceled(earlier.client_order_id, order.decision_ts_ns, why))
+            events.append(self._cancel(earlier, order.decision_ts_ns, "replaced by a later order for the same bar"))
         events.append(Accepted(order.client_order_id, order.decision_ts_ns, venue_order_id))
         return events
 
@@ -176,8 +174,7 @@ class SimVenue(VenueClient):
             for leg, waiting in list(orders.items()):
                 if waiting.client_order_id == order.client_order_id:
                     del orders[leg]
-                    self._end(order.client_order_id, "canceled", "canceled")
-                    return [Canceled(order.client_order_id, order.decision_ts_ns, "canceled before its bar closed")]
+                    return [self._cancel(order, order.decision_ts_ns, "canceled before its bar closed")]
         raise VenueRejected("too late to cancel: the kernel has taken the order (market orders fill at the next step)")
 
     async def modify(self, order: Order, quantity: float | None, limit_price: float | None) -> list[OrderEvent]:
@@ -244,9 +241,7 @@ class SimVenue(VenueClient):
             for leg, order in acct.waiting.pop(decision_ts).items():
                 earlier = decided.get(leg)
                 if earlier is not None:  # the kernel takes one target per leg and bar: the later one stands
-                    why = "replaced by a later order for the same bar"
-                    self._end(earlier.client_order_id, "canceled", why)
-                    events.append(Canceled(earlier.client_order_id, close_ns, why))
+                    events.append(self._cancel(earlier, close_ns, "replaced by a later order for the same bar"))
                 decided[leg] = order
         target = np.full(len(acct.legs), np.nan)
         for leg, order in decided.items():
@@ -295,9 +290,12 @@ class SimVenue(VenueClient):
     def _take(self, acct: _Account, leg: int, order: Order, close_ns: int, events: list[OrderEvent]) -> None:
         earlier = acct.working.get(leg)
         if earlier is not None:  # the kernel holds one pending order per leg: the newer replaces it
-            self._end(earlier.client_order_id, "canceled", "replaced by a later decision before it filled")
-            events.append(Canceled(earlier.client_order_id, close_ns, "replaced by a later decision before it filled"))
+            events.append(self._cancel(earlier, close_ns, "replaced by a later decision before it filled"))
         acct.working[leg] = order
+
+    def _cancel(self, order: Order, ts_ns: int, why: str) -> Canceled:
+        self._end(order.client_order_id, "canceled", why)
+        return Canceled(order.client_order_id, ts_ns, why)
 
     def _expire(self, order: Order, ts_ns: int, why: str) -> Expired:
         self._end(order.client_order_id, "expired", why)
@@ -314,7 +312,7 @@ class SimVenue(VenueClient):
             return ts_ns + min(acct.lat_ns % acct.bar_ns if acct.bar_ns else 0, acct.bar_ns - 1)
         return close_ns
 
-    def _make_fills(self, acct, client_id: str, fills, bar: int, ts_ns: int, close_ns: int, side: Side | None):
+    def _make_fills(self, acct, client_id: str, fills, bar: int, ts_ns: int, close_ns: int):
         total = sum(abs(f.qty) for _, f in fills)
         done = 0.0
         out = []
@@ -339,7 +337,7 @@ class SimVenue(VenueClient):
             events: list[OrderEvent] = [self._expire(order, close_ns, why)]
             acct.rebalances.append(self._venue_order(acct, fills[0][1].leg, "signal", fills, bar, ts_ns, close_ns))
             return events
-        out, total = self._make_fills(acct, order.client_order_id, fills, bar, ts_ns, close_ns, order.side)
+        out, total = self._make_fills(acct, order.client_order_id, fills, bar, ts_ns, close_ns)
         self._end(order.client_order_id, "filled", None, filled=total, quantity=total)
         return out
 
@@ -354,6 +352,6 @@ class SimVenue(VenueClient):
             decision_ts_ns=close_ns, route=Route.FIXED, reason=f"venue: {reason}",
         )  # fmt: skip
         self._orders[cid] = VenueOrderReport(cid, f"sim-{next(self._ids)}", "open", order.quantity, 0.0)
-        out, total = self._make_fills(acct, cid, fills, bar, ts_ns, close_ns, side)
+        out, total = self._make_fills(acct, cid, fills, bar, ts_ns, close_ns)
         self._end(cid, "filled", reason, filled=total, quantity=total)
         return order, tuple(out)
