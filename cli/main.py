@@ -21,7 +21,7 @@ def main() -> None:
       botmain sweep --strategy sol_ema_cross --grid fast=5:55:2 slow=20:220:8
                                   a parameter sweep as a Ray job; results in PostgreSQL
       botmain runs [show RUN_ID]  stored sweeps and their leaderboards
-      botmain paper --strategy sol_ema_cross --end 2025-05-03
+      botmain paper --strategy sol_ema_cross --start 2025-05-10 --end 2025-05-11
                                   paper trading on a replay, journaled; compared with the backtest
       botmain orders | fills | positions [--run RUN_ID]
                                   a paper run's journal
