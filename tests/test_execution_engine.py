@@ -93,11 +93,11 @@ def test_a_lost_answer_stays_unknown_until_reconciled_and_is_never_sent_twice(la
             order = await journal.order(result.order.client_order_id)
             assert order.state is OrderState.ACCEPTED and order.venue_order_id
             # the bar closes: the order fills once
-            venue.on_bar("binanceusdm:SOL-PERP", T0, bar())
-            for report in venue.close_bar("sol_ema_cross", T0 + MINUTE):
+            await venue.on_bar("binanceusdm:SOL-PERP", T0, bar())
+            for report in await venue.close_bar("sol_ema_cross", T0 + MINUTE):
                 await engine.on_step(report)
-            venue.on_bar("binanceusdm:SOL-PERP", T0 + MINUTE, bar(101.0))
-            for report in venue.close_bar("sol_ema_cross", T0 + 2 * MINUTE):
+            await venue.on_bar("binanceusdm:SOL-PERP", T0 + MINUTE, bar(101.0))
+            for report in await venue.close_bar("sol_ema_cross", T0 + 2 * MINUTE):
                 await engine.on_step(report)
                 await engine.on_step(report)  # re-delivered: a no-op
             order = await journal.order(result.order.client_order_id)
@@ -132,10 +132,10 @@ def test_a_position_the_journal_cannot_explain_halts_the_engine(lake_config, dsn
         try:
             await engine.reconcile()
             await engine.submit(intent())
-            venue.on_bar("binanceusdm:SOL-PERP", T0, bar())
-            venue.close_bar("sol_ema_cross", T0 + MINUTE)
-            venue.on_bar("binanceusdm:SOL-PERP", T0 + MINUTE, bar())
-            venue.close_bar("sol_ema_cross", T0 + 2 * MINUTE)  # filled; the engine never heard
+            await venue.on_bar("binanceusdm:SOL-PERP", T0, bar())
+            await venue.close_bar("sol_ema_cross", T0 + MINUTE)
+            await venue.on_bar("binanceusdm:SOL-PERP", T0 + MINUTE, bar())
+            await venue.close_bar("sol_ema_cross", T0 + 2 * MINUTE)  # filled; the engine never heard
             venue._fills.clear()  # and the venue's fill report is gone: only the position remains
             with pytest.raises(ReconcileMismatch, match="the journal's fills make"):
                 await engine.reconcile()

@@ -161,7 +161,7 @@ def test_postgres_restart_pauses_trading_and_nothing_is_lost(faults_case, server
                     if n == 1_030:
                         assert session.paused, "the session did not notice the store was down"
                         assert len(venue._orders) == submits_at_stop, "an order went out that could not be journaled"
-                        seen.append(len(session._queue))
+                        seen.append(session.queued)
                         server.start()
                     await session.on_bar(ts, bars)
                 return session, seen, session.result(), *(await journal_state(journal, run_id))
@@ -172,5 +172,5 @@ def test_postgres_restart_pauses_trading_and_nothing_is_lost(faults_case, server
     finally:
         server.stop()
     assert session.counts.pauses == 1 and seen and seen[0] >= 29, (session.counts, seen)
-    assert session.paused is None and not session._queue
+    assert session.paused is None and not session.queued
     assert_consistent(session, back, result, fills, positions, in_flight)

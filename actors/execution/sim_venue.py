@@ -114,13 +114,13 @@ class SimVenue(VenueClient):
             strategy, tuple(legs), paper, bar_ns, int(settings.latency_ms * 1e6), settings.fill_price == "next_open"
         )
 
-    def on_bar(self, instrument: str, ts_ns: int, bar: LegBar) -> None:
+    async def on_bar(self, instrument: str, ts_ns: int, bar: LegBar) -> None:
         """A closed bar of ``instrument`` opening at ``ts_ns``, for every account trading it."""
         for acct in self._accounts.values():
             if instrument in acct.legs and ts_ns + acct.bar_ns > acct.last_close_ns:
                 acct.bars.setdefault(ts_ns, {})[acct.legs.index(instrument)] = bar
 
-    def close_bar(self, strategy: str, close_ts_ns: int) -> list[StepReport]:
+    async def close_bar(self, strategy: str, close_ts_ns: int) -> list[StepReport]:
         """The strategy has decided on every bar closing at or before ``close_ts_ns``:
         step those whose legs have all arrived, oldest first."""
         acct = self._account(strategy)
