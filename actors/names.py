@@ -3,6 +3,9 @@
 NAMESPACE = "botmain"
 MDS = "mds"
 MDS_STORE = "mds-store"  # the MDS's PostgreSQL writer
+RISK = "risk"  # the Risk Rules Monitor
+EXECUTION = "execution"  # the Execution Server
+PAPER_VENUE = "paper-venue"  # the simulated venue paper trading fills on
 
 
 def feed_actor(feed: str) -> str:

@@ -34,7 +34,7 @@ class _Progress:
 
 class BarExecutor:
     """``venue``: the paper venue (a ``SimVenue`` or the paper-venue actor's client),
-    which takes the bars (``on_bar``) and steps one when told (``close_bar``)."""
+    which takes the bars (``on_bars``) and steps one when told (``close_bar``)."""
 
     def __init__(self, engine: ExecutionEngine, venue, clock) -> None:
         self.engine = engine
@@ -43,6 +43,11 @@ class BarExecutor:
         self.undelivered: deque[StepReport] = deque()
         self._progress: dict[str, _Progress] = {}  # per strategy: its bar in hand
         self._held: dict[str, list[StepReport]] = {}  # per strategy: steps journaled, not yet answered with
+
+    def redeliver(self, reports: list[StepReport]) -> None:
+        """Steps the venue made that the journal may lack (a restarted server): they are
+        journaled first, before the next bar."""
+        self.undelivered.extend(reports)
 
     async def execute(self, checked: CheckedBar) -> BarOutcome:
         bar = checked.bar
@@ -55,8 +60,7 @@ class BarExecutor:
             p = self._progress.get(bar.strategy)
             if p is None or p.close_ns != bar.close_ns:
                 p = self._progress[bar.strategy] = _Progress(bar.close_ns)
-                for key, leg_bar in zip(bar.legs, bar.bars):
-                    await self.venue.on_bar(key, bar.ts_ns, leg_bar)
+                await self.venue.on_bars(bar.legs, bar.ts_ns, bar.bars)
             await self._journal_and_send(checked, p)
             if not p.stepped:
                 self.undelivered.extend(await self.venue.close_bar(bar.strategy, bar.close_ns))

@@ -154,6 +154,12 @@ class ExecutionEngine:
             order = (await self._record(event)).order
         return order
 
+    async def cancel_all(self, strategy: str | None = None) -> list[Order]:
+        """Cancel every open order of ``strategy`` (None: of every strategy): the Risk Rules
+        Monitor's HALTED and REDUCING transitions. Cancels are always allowed."""
+        wanted = [cid for name, cids in self._open.items() if strategy in (None, name) for cid in sorted(cids)]
+        return [await self.cancel(cid) for cid in wanted]
+
     # --- the venue's reports ----------------------------------------------------------
 
     async def on_step(self, report: StepReport) -> None:

@@ -120,6 +120,11 @@ class SimVenue(VenueClient):
             if instrument in acct.legs and ts_ns + acct.bar_ns > acct.last_close_ns:
                 acct.bars.setdefault(ts_ns, {})[acct.legs.index(instrument)] = bar
 
+    async def on_bars(self, instruments: Sequence[str], ts_ns: int, bars: Sequence[LegBar]) -> None:
+        """``on_bar`` for each of ``instruments`` (one call for a strategy's legs)."""
+        for instrument, bar in zip(instruments, bars, strict=True):
+            await self.on_bar(instrument, ts_ns, bar)
+
     async def close_bar(self, strategy: str, close_ts_ns: int) -> list[StepReport]:
         """The strategy has decided on every bar closing at or before ``close_ts_ns``:
         step those whose legs have all arrived, oldest first."""
@@ -207,6 +212,9 @@ class SimVenue(VenueClient):
 
     def has_account(self, strategy: str) -> bool:
         return strategy in self._accounts
+
+    def accounts(self) -> list[str]:
+        return sorted(self._accounts)
 
     def finish(self, strategy: str, impl) -> BacktestResult:
         """End ``strategy``'s account: the backtest's result over the bars stepped."""

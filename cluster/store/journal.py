@@ -501,6 +501,15 @@ class Journal:
 
     # --- queries ------------------------------------------------------------------------
 
+    async def last_equity_ns(self, run_id: str, strategy: str) -> int | None:
+        """The time of a strategy's last equity snapshot: a paper step is journaled whole
+        (``Journal.batch``), so every step up to it is in the journal."""
+        async with self._conn() as conn:
+            ts = await conn.fetchval(
+                "SELECT max(ts) FROM equity_snapshots WHERE run_id = $1 AND strategy = $2", run_id, strategy
+            )
+        return _ns(ts)
+
     async def order(self, client_order_id: str) -> Order | None:
         async with self._conn() as conn:
             try:

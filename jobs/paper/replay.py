@@ -25,7 +25,8 @@ import asyncpg
 import numpy as np
 
 from actors.execution.engine import ExecutionEngine
-from actors.execution.paper_session import PaperSession, SessionClock, SessionCounts
+from actors.bar_flow import FlowCounts
+from actors.execution.paper_session import PaperSession, SessionClock
 from actors.execution.router import Router
 from actors.execution.sim_venue import SimVenue
 from actors.risk.monitor import RiskMonitor
@@ -46,10 +47,11 @@ class PaperRun:
     instruments: list[str]
     result: BacktestResult  # the paper run's metrics table (open positions marked at the last close)
     backtest: BacktestResult  # the same strategy, period and settings through botmain backtest's path
-    counts: SessionCounts
+    counts: FlowCounts
     decisions: dict[str, int]  # orders routed per venue
     risk_events: dict[str, int]  # journaled monitor decisions by kind
     journal: dict[str, int]  # orders, fills, positions written
+    flow: dict | None = None  # on actors: the strategy actor's figures (bars, intents, wall time, per-bar latency)
 
     def comparison(self) -> str:
         """The backtest-vs-paper line."""
@@ -106,11 +108,13 @@ async def run_paper_replay(
     timeframe: str | None = None,
     speed: float | None = None,
     run_id: str | None = None,
+    actors: bool = False,
     say: Callable[[str], None] = lambda _: None,
 ) -> PaperRun:
     """Trade strategy instance ``name`` on the paper venue over the lake's bars from
     ``start`` to ``end``; ``speed`` replays that many bar-seconds per second (None: as fast
-    as the loop goes)."""
+    as the loop goes). ``actors``: across the trading actors (the caller is a Ray driver),
+    else in this process."""
     resolved = resolve_strategy(config, name)
     if resolved.instance is None:
         raise ValueError(f"paper trading runs an instance from strategies.yaml; {name!r} is not one")
@@ -131,25 +135,15 @@ async def run_paper_replay(
             "instruments": resolved.instruments, "params": resolved.fixed, "start": start, "end": end,
             "timeframe": timeframe or config.simulation.timeframe, "bars": len(frame),
         })  # fmt: skip
-        clock = SessionClock()
-        venue = SimVenue(run_id, list(config.venues.venues))
-        router = Router(config)
-        engine = ExecutionEngine(journal, run_id, [venue], router, clock=clock)
-        session = PaperSession(
-            name=name, strategy=resolved.strategy(params), legs=[StreamLeg(leg.key, leg.kind) for leg in frame.legs],
-            bar_seconds=frame.bar_seconds, settings=settings, monitor=RiskMonitor(config, clock=clock),
-            engine=engine, venue=venue, clock=clock,
-        )  # fmt: skip
-        say(f"paper run {run_id}: {name} on {', '.join(resolved.instruments)}, {len(frame):,} bars")
-        pace = None if speed is None else frame.bar_seconds / speed
+        say(f"paper run {run_id}: {name} on {', '.join(resolved.instruments)}, {len(frame):,} bars"
+            + (" (strategy, risk and execution as Ray actors)" if actors else ""))
         try:
-            for ts, bars in frame_bars(frame):
-                await session.on_bar(ts, bars)
-                if pace:
-                    await asyncio.sleep(pace)
-            if session.paused:
-                raise RuntimeError(f"the run ended paused: {session.paused}")
-            result = session.result()
+            if actors:
+                result, counts, decisions, flow = await _on_actors(config, run_id, name, resolved, frame, settings, speed)
+            else:
+                result, counts, decisions = await _in_process(config, journal, run_id, name, resolved, params, frame,
+                                                              settings, speed)  # fmt: skip
+                flow = None
         except BaseException:
             await journal.close_run(run_id, status="failed")  # what was journaled stays
             raise
@@ -162,7 +156,45 @@ async def run_paper_replay(
         await pool.close()
     reference = backtest(resolved.strategy(params), frame, settings)
     return PaperRun(
-        run_id=run_id, instruments=resolved.instruments, result=result, backtest=reference, counts=session.counts,
-        decisions=dict(router.decisions), risk_events=risk_events,
-        journal={"orders": len(orders), "fills": len(fills), "positions": len(positions)},
+        run_id=run_id, instruments=resolved.instruments, result=result, backtest=reference, counts=counts,
+        decisions=decisions, risk_events=risk_events,
+        journal={"orders": len(orders), "fills": len(fills), "positions": len(positions)}, flow=flow,
     )  # fmt: skip
+
+
+async def _in_process(config, journal, run_id, name, resolved, params, frame, settings, speed):
+    clock = SessionClock()
+    venue = SimVenue(run_id, list(config.venues.venues))
+    router = Router(config)
+    engine = ExecutionEngine(journal, run_id, [venue], router, clock=clock)
+    session = PaperSession(
+        name=name, strategy=resolved.strategy(params), legs=[StreamLeg(leg.key, leg.kind) for leg in frame.legs],
+        bar_seconds=frame.bar_seconds, settings=settings, monitor=RiskMonitor(config, clock=clock),
+        engine=engine, venue=venue, clock=clock,
+    )  # fmt: skip
+    pace = None if speed is None else frame.bar_seconds / speed
+    for ts, bars in frame_bars(frame):
+        await session.on_bar(ts, bars)
+        if pace:
+            await asyncio.sleep(pace)
+    if session.paused:
+        raise RuntimeError(f"the run ended paused: {session.paused}")
+    return session.result(), session.counts, dict(router.decisions)
+
+
+async def _on_actors(config, run_id, name, resolved, frame, settings, speed):
+    """The same run with the strategy, the monitor, the Execution Server and the paper
+    venue as Ray actors (actors/trading/); the caller is a Ray driver."""
+    from actors.trading.launch import start_paper_actors, stop_paper_actors
+
+    actors = start_paper_actors(config, run_id, name, resolved.strategy.name, resolved.fixed)
+    try:
+        flow = await actors.strategy.run.remote(frame, settings, speed)
+        result = await actors.strategy.finish.remote()
+        risk = await actors.risk.status.remote()
+        execution = await actors.execution.status.remote()
+    finally:
+        stop_paper_actors(actors)
+    counts = FlowCounts(**{k: v for k, v in risk["strategies"][name].items() if k in FlowCounts.__dataclass_fields__})
+    counts.restarts = risk["execution_unreachable"]
+    return result, counts, execution["decisions"], flow
