@@ -126,7 +126,7 @@ def test_halt_on_the_risk_actor_refuses_new_orders_and_is_journaled(store, lake_
             await pool.close()
 
     asyncio.run(open_run())
-    actors = start_paper_actors(config, run_id, NAME, resolved.strategy.name, resolved.fixed)
+    actors = start_paper_actors(config, run_id, NAME, resolved.strategy(resolved.strategy.Params(**resolved.fixed)))
     try:
         moved = ray.get(actors.risk.halt.remote("operator test", NAME))
         assert (moved["previous"], moved["state"]) == ("active", "halted")

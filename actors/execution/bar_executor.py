@@ -34,7 +34,7 @@ class _Progress:
 
 class BarExecutor:
     """``venue``: the paper venue (a ``SimVenue`` or the paper-venue actor's client),
-    which takes the bars (``on_bars``) and steps one when told (``close_bar``)."""
+    which takes a bar and steps it once told the strategy has decided on it (``step``)."""
 
     def __init__(self, engine: ExecutionEngine, venue, clock) -> None:
         self.engine = engine
@@ -60,10 +60,9 @@ class BarExecutor:
             p = self._progress.get(bar.strategy)
             if p is None or p.close_ns != bar.close_ns:
                 p = self._progress[bar.strategy] = _Progress(bar.close_ns)
-                await self.venue.on_bars(bar.legs, bar.ts_ns, bar.bars)
             await self._journal_and_send(checked, p)
-            if not p.stepped:
-                self.undelivered.extend(await self.venue.close_bar(bar.strategy, bar.close_ns))
+            if not p.stepped:  # the bar's market data and its watermark, in one call
+                self.undelivered.extend(await self.venue.step(bar.strategy, bar.legs, bar.ts_ns, bar.bars, bar.close_ns))
                 p.stepped = True
             while self.undelivered:
                 await self._deliver(self.undelivered[0])

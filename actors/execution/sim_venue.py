@@ -125,6 +125,12 @@ class SimVenue(VenueClient):
         for instrument, bar in zip(instruments, bars, strict=True):
             await self.on_bar(instrument, ts_ns, bar)
 
+    async def step(self, strategy: str, instruments: Sequence[str], ts_ns: int, bars: Sequence[LegBar],
+                   close_ts_ns: int) -> list[StepReport]:  # fmt: skip
+        """``on_bars`` then ``close_bar``: one call for a bar the strategy has decided on."""
+        await self.on_bars(instruments, ts_ns, bars)
+        return await self.close_bar(strategy, close_ts_ns)
+
     async def close_bar(self, strategy: str, close_ts_ns: int) -> list[StepReport]:
         """The strategy has decided on every bar closing at or before ``close_ts_ns``:
         step those whose legs have all arrived, oldest first."""

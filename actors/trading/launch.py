@@ -20,6 +20,7 @@ import ray
 
 from actors import names
 from cluster.config import BotmainConfig
+from strategies.base import Strategy
 
 
 class SessionRunning(RuntimeError):
@@ -41,9 +42,9 @@ def _get(name: str):
         return None
 
 
-def start_paper_actors(config: BotmainConfig, run_id: str, name: str, strategy: str, params: dict) -> TradingActors:
-    """The four actors for paper-trading instance ``name`` (``strategy`` with ``params``)
-    under journal run ``run_id`` (opened by the caller)."""
+def start_paper_actors(config: BotmainConfig, run_id: str, name: str, strategy: Strategy) -> TradingActors:
+    """The four actors for paper-trading instance ``name`` (``strategy``, the same class and
+    parameters the backtest runs) under journal run ``run_id`` (opened by the caller)."""
     from actors.trading.execution_actor import ExecutionActor
     from actors.trading.risk_actor import RiskActor
     from actors.trading.strategy_actor import StrategyActor
@@ -58,9 +59,7 @@ def start_paper_actors(config: BotmainConfig, run_id: str, name: str, strategy: 
     execution = ExecutionActor.options(name=names.EXECUTION, max_restarts=sup.max_restarts, max_task_retries=0,
                                        **common).remote(config, run_id)  # fmt: skip
     risk = RiskActor.options(name=names.RISK, max_restarts=0, **common).remote(config)
-    strategy_actor = StrategyActor.options(name=names.strategy_actor(name), max_restarts=0, **common).remote(
-        name, strategy, params
-    )
+    strategy_actor = StrategyActor.options(name=names.strategy_actor(name), max_restarts=0, **common).remote(name, strategy)
     ray.get(execution.start.remote())
     return TradingActors(venue, execution, risk, strategy_actor)
 

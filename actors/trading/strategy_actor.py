@@ -25,7 +25,7 @@ from sim.backtest import BacktestResult
 from sim.history import Frame
 from sim.paper import frame_bars
 from sim.settings import SimSettings
-from strategies.registry import strategy_class
+from strategies.base import Strategy
 from strategies.stream import StreamLeg
 
 
@@ -35,20 +35,22 @@ class QueueStuck(RuntimeError):
 
 @ray.remote
 class StrategyActor:
-    def __init__(self, name: str, strategy: str, params: dict | None = None, risk_name: str = names.RISK,
+    def __init__(self, name: str, strategy: Strategy, risk_name: str = names.RISK,
                  venue_name: str = names.PAPER_VENUE) -> None:  # fmt: skip
-        cls = strategy_class(strategy)
         self.name = name
-        self.impl = cls(cls.Params(**(params or {})))
+        self.impl = strategy
         self.risk_name = risk_name
         self.venue_name = venue_name
         self.trader: StrategyTrader | None = None
         self.latencies_ns: list[int] = []
         self.intents = 0
 
-    async def run(self, frame: Frame, settings: SimSettings, speed: float | None = None, drain_timeout_s: float = 120.0) -> dict:
-        """Trade ``frame``'s bars in order; ``speed``: bar-seconds per second (None: as
-        fast as the flow goes). Returns the run's figures."""
+    async def run(self, frame: Frame, settings: SimSettings, rate: float | None = None,
+                  drain_timeout_s: float = 120.0) -> dict:  # fmt: skip
+        """Trade ``frame``'s bars in order. ``rate``: bars per second on a fixed schedule
+        (bar k is due at the start + k / rate, and its latency counts from then, so a flow
+        that falls behind shows it); None: each bar as soon as the last one's outcome is
+        back. Returns the run's figures."""
         risk = ray.get_actor(self.risk_name, namespace=names.NAMESPACE)
         venue = ray.get_actor(self.venue_name, namespace=names.NAMESPACE)
         legs = [StreamLeg(leg.key, leg.kind) for leg in frame.legs]
@@ -56,24 +58,24 @@ class StrategyActor:
         await venue.open_account.remote(self.name, list(self.trader.legs), settings, frame.bar_seconds)
         await risk.open.remote(self.name, frame.bar_seconds)
         gc.freeze()  # see actors/__init__.py
-        pace = None if speed is None else frame.bar_seconds / speed
         latencies = self.latencies_ns
-        started = time.perf_counter()
-        for ts, bars in frame_bars(frame):
-            t0 = time.perf_counter_ns()
+        started = time.perf_counter_ns()
+        for n, (ts, bars) in enumerate(frame_bars(frame)):
+            now = time.perf_counter_ns()
+            due = started + int(n * 1e9 / rate) if rate else now
+            if due > now:
+                await asyncio.sleep((due - now) / 1e9)
             decided = self.trader.decide(ts, bars)
             self.intents += len(decided.intents)
             self._learn(await risk.on_decided.remote(decided))
-            latencies.append(time.perf_counter_ns() - t0)
-            if pace:
-                await asyncio.sleep(pace)
+            latencies.append(time.perf_counter_ns() - due)
         deadline = time.monotonic() + drain_timeout_s
         while (await risk.status.remote())["strategies"][self.name]["queued"]:
             if time.monotonic() > deadline:
                 raise QueueStuck(f"{self.name}: bars still unjournaled {drain_timeout_s:.0f} s after the last one")
             self._learn(await risk.drain.remote(self.name))
             await asyncio.sleep(0.2)
-        wall = time.perf_counter() - started
+        wall = (time.perf_counter_ns() - started) / 1e9
         lat = np.array(latencies, dtype=np.float64) / 1e6
         return {
             "bars": len(latencies),

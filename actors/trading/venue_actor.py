@@ -51,6 +51,9 @@ class PaperVenueActor:
     async def close_bar(self, strategy: str, close_ts_ns: int) -> list[StepReport]:
         return await self.venue.close_bar(strategy, close_ts_ns)
 
+    async def step(self, strategy: str, legs: list[str], ts_ns: int, bars: list[LegBar], close_ts_ns: int) -> list[StepReport]:
+        return await self.venue.step(strategy, legs, ts_ns, bars, close_ts_ns)
+
     async def submit(self, order: Order) -> list[OrderEvent]:
         return await self.venue.submit(order)
 
@@ -87,8 +90,8 @@ class PaperVenueActor:
 
 
 class RemoteVenue(VenueClient):
-    """The paper-venue actor as a venue client (and the paper-only ``on_bar``/``close_bar``
-    the Execution Server's bar flow uses)."""
+    """The paper-venue actor as a venue client (and the paper-only market calls the
+    Execution Server's bar flow uses: ``on_bars``, ``close_bar``, ``step``)."""
 
     def __init__(self, handle, venues: Sequence[str], timeout_s: float = 30.0) -> None:
         self.handle = handle
@@ -109,6 +112,9 @@ class RemoteVenue(VenueClient):
 
     async def close_bar(self, strategy: str, close_ts_ns: int) -> list[StepReport]:
         return await self._call("close_bar", strategy, close_ts_ns)
+
+    async def step(self, strategy: str, legs, ts_ns: int, bars, close_ts_ns: int) -> list[StepReport]:
+        return await self._call("step", strategy, list(legs), ts_ns, list(bars), close_ts_ns)
 
     async def submit(self, order: Order) -> list[OrderEvent]:
         return await self._call("submit", order)

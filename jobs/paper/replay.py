@@ -139,7 +139,8 @@ async def run_paper_replay(
             + (" (strategy, risk and execution as Ray actors)" if actors else ""))
         try:
             if actors:
-                result, counts, decisions, flow = await _on_actors(config, run_id, name, resolved, frame, settings, speed)
+                result, counts, decisions, flow = await _on_actors(config, run_id, name, resolved.strategy(params), frame,
+                                                                   settings, speed)  # fmt: skip
             else:
                 result, counts, decisions = await _in_process(config, journal, run_id, name, resolved, params, frame,
                                                               settings, speed)  # fmt: skip
@@ -182,14 +183,14 @@ async def _in_process(config, journal, run_id, name, resolved, params, frame, se
     return session.result(), session.counts, dict(router.decisions)
 
 
-async def _on_actors(config, run_id, name, resolved, frame, settings, speed):
+async def _on_actors(config, run_id, name, strategy, frame, settings, speed):
     """The same run with the strategy, the monitor, the Execution Server and the paper
     venue as Ray actors (actors/trading/); the caller is a Ray driver."""
     from actors.trading.launch import start_paper_actors, stop_paper_actors
 
-    actors = start_paper_actors(config, run_id, name, resolved.strategy.name, resolved.fixed)
+    actors = start_paper_actors(config, run_id, name, strategy)
     try:
-        flow = await actors.strategy.run.remote(frame, settings, speed)
+        flow = await actors.strategy.run.remote(frame, settings, None if speed is None else speed / frame.bar_seconds)
         result = await actors.strategy.finish.remote()
         risk = await actors.risk.status.remote()
         execution = await actors.execution.status.remote()
