@@ -121,6 +121,16 @@ class PaperAccount:
         self.fills: list[PaperFill] = []
         self._last_close = np.zeros(L)
         self._finished = False
+        self._load_kernel()
+
+    def _load_kernel(self) -> None:
+        """Step a scratch account over no bars: numba loads the compiled kernel from its cache
+        (about a second, once per process) now rather than at the first bar, which would be
+        late by that much."""
+        S, st = k.new_account(self.legs, self.AS, np.ones(self.legs))
+        none = np.zeros((self.legs, 0))
+        k.step(0, none, none, none, none, none, none, none, none, self._book, self._book, none, self.lp, self.AS, S, st,
+               self._trades, self._fills, True, self._no_equity)  # fmt: skip
 
     @property
     def bars(self) -> int:

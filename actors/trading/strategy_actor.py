@@ -83,6 +83,7 @@ class StrategyActor:
             "wall_s": wall,
             "bar_ms_p50": float(np.percentile(lat, 50)) if len(lat) else None,
             "bar_ms_p99": float(np.percentile(lat, 99)) if len(lat) else None,
+            "bar_ms": lat.tolist(),  # each bar's, in order (steady-state figures leave out the first ones)
         }
 
     async def finish(self) -> BacktestResult:

@@ -13,6 +13,17 @@ retried write whose commit may have happened is the caller's question to ask
 
 Times are the events' own (the venue's for its reports, the caller's clock for ours, so
 paper trading on a replay journals replay time), kept to PostgreSQL's microsecond.
+
+One statement per event, when it can. A journal remembers each order as it last wrote or
+read it, with the order's ``version`` (raised by every change), and each position's
+numbers. An event on a remembered order is applied to that copy and written in one
+statement (the order's update, its journal line and, for a fill, the fill, the position and
+the trade log line), conditional on the stored version and position still being the ones
+remembered: the stored order is still what the event is applied to. When they are not
+(another writer, a transaction that did not commit), the statement writes nothing and the
+event takes the path above (lock, read, apply, write). What a transaction wrote is
+remembered only once it has committed; a transaction that failed, or whose commit is
+unknown, makes the journal forget every order and position it touched.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -102,7 +113,92 @@ _ORDER_COLUMNS = """
     o.client_order_id, o.run_id, o.strategy, o.venue, o.instrument, o.side, o.quantity, o.order_type,
     o.limit_price, o.time_in_force, o.reduce_only, o.target, o.decision_ts, o.route, o.state,
     o.filled_qty, o.avg_px, o.fees, o.venue_order_id, o.reason, o.accepted_at, o.unknown_since,
-    ARRAY(SELECT f.venue_fill_id FROM fills f WHERE f.client_order_id = o.client_order_id) AS fill_ids
+    o.version, ARRAY(SELECT f.venue_fill_id FROM fills f WHERE f.client_order_id = o.client_order_id) AS fill_ids
+"""
+
+PositionKey = tuple[str, str, str, str]  # run, strategy, instrument, venue
+PositionNumbers = tuple[float, float, float, float]  # size, avg entry price, realized PnL, fees paid
+
+
+def _order_changes(order: Order) -> tuple:
+    """``$1``-``$11`` of an order's update: what an event can change."""
+    return (
+        order.client_order_id, order.quantity, order.limit_price, order.state.value, order.filled_qty, order.avg_px,
+        order.fees, order.venue_order_id, order.reason, None if order.accepted_ns is None else _ts(order.accepted_ns),
+        None if order.unknown_since_ns is None else _ts(order.unknown_since_ns),
+    )  # fmt: skip
+
+
+# A new order and its creation line, if its run is running; the run's status either way.
+_NEW_ORDER = """
+WITH r AS (SELECT status FROM trading_runs WHERE run_id = $2 FOR SHARE),
+i AS (
+    INSERT INTO orders (client_order_id, run_id, strategy, venue, instrument, side, quantity, order_type,
+                        limit_price, time_in_force, reduce_only, target, decision_ts, route, state, reason)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM r WHERE r.status = 'running'
+    ON CONFLICT (client_order_id) DO NOTHING RETURNING client_order_id
+),
+e AS (
+    INSERT INTO order_events (client_order_id, event, from_state, to_state, payload, ts)
+    SELECT client_order_id, $15, NULL, $15, $17::jsonb, $18 FROM i RETURNING seq
+)
+SELECT (SELECT status FROM r) AS status, (SELECT count(*) FROM e) AS created
+"""
+
+_UPDATE_IF_VERSION = """
+    UPDATE orders SET quantity = $2, limit_price = $3, state = $4, filled_qty = $5, avg_px = $6, fees = $7,
+        venue_order_id = $8, reason = $9, accepted_at = $10, unknown_since = $11, version = version + 1,
+        updated_at = now()
+    WHERE client_order_id = $1 AND version = $12
+"""
+
+# A remembered order's change and its journal line, if the order is still at that version.
+_CHANGE = f"""
+WITH u AS ({_UPDATE_IF_VERSION} RETURNING client_order_id)
+INSERT INTO order_events (client_order_id, event, from_state, to_state, payload, ts)
+SELECT client_order_id, $13, $14, $15, $16::jsonb, $17 FROM u RETURNING seq
+"""
+
+# A remembered order's fill: the order's change ($1-$17 as in _CHANGE), the fill ($18-$29),
+# the position ($30-$33 its key, $34 true when it has no row yet, $35-$38 the remembered
+# numbers, $39-$42 the new ones) and the trade log line ($43-$44), if the order is still at
+# its version and the position still has the remembered numbers.
+_FILL = f"""
+WITH u AS (
+    {_UPDATE_IF_VERSION}
+    AND CASE WHEN $34 THEN NOT EXISTS (
+            SELECT 1 FROM positions p WHERE p.run_id = $30 AND p.strategy = $31 AND p.instrument = $32 AND p.venue = $33)
+        ELSE coalesce((
+            SELECT p.size = $35 AND p.avg_entry_price = $36 AND p.realized_pnl = $37 AND p.fees_paid = $38
+            FROM positions p WHERE p.run_id = $30 AND p.strategy = $31 AND p.instrument = $32 AND p.venue = $33), false)
+        END
+    RETURNING client_order_id
+),
+e AS (
+    INSERT INTO order_events (client_order_id, event, from_state, to_state, payload, ts)
+    SELECT client_order_id, $13, $14, $15, $16::jsonb, $17 FROM u RETURNING seq, client_order_id
+),
+f AS (
+    INSERT INTO fills (venue, venue_fill_id, client_order_id, event_seq, run_id, strategy, instrument, side,
+                       qty, price, fee, liquidity, reason, leaves_qty, ts)
+    SELECT $18, $19, e.client_order_id, e.seq, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $17 FROM e
+    ON CONFLICT (venue, venue_fill_id) DO NOTHING RETURNING event_seq
+),
+p AS (
+    INSERT INTO positions (run_id, strategy, instrument, venue, size, avg_entry_price, realized_pnl, fees_paid)
+    SELECT $30, $31, $32, $33, $39, $40, $41, $42 FROM f
+    ON CONFLICT (run_id, strategy, instrument, venue) DO UPDATE SET size = EXCLUDED.size,
+        avg_entry_price = EXCLUDED.avg_entry_price, realized_pnl = EXCLUDED.realized_pnl,
+        fees_paid = EXCLUDED.fees_paid, updated_at = now()
+    WHERE positions.size = $35 AND positions.avg_entry_price = $36 AND positions.realized_pnl = $37
+      AND positions.fees_paid = $38
+    RETURNING 1
+),
+t AS (
+    INSERT INTO trade_logs (pair, trade_type, venue, order_size, price, "timestamp", fill_id)
+    SELECT $22, $43, $18, $24::float8, $25::float8, $17, $44 FROM f RETURNING 1
+)
+SELECT (SELECT seq FROM e) AS seq, (SELECT count(*) FROM f) AS filled, (SELECT count(*) FROM p) AS positioned
 """
 
 
@@ -167,6 +263,46 @@ def _json(payload: dict[str, Any]) -> str:
     return json.dumps(payload, allow_nan=False, sort_keys=True)
 
 
+def _us(ns: int | None) -> int | None:
+    return None if ns is None else _ns(_ts(ns))
+
+
+def _as_stored(order: Order) -> Order:
+    """``order`` as reading it back gives it: its times at PostgreSQL's microsecond."""
+    return replace(order, decision_ts_ns=_us(order.decision_ts_ns), accepted_ns=_us(order.accepted_ns),
+                   unknown_since_ns=_us(order.unknown_since_ns))  # fmt: skip
+
+
+class _Memory:
+    """What a journal remembers of the orders and positions it wrote or read (module doc)."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, tuple[Order, int]] = {}  # client order id -> (order, version)
+        self.positions: dict[PositionKey, PositionNumbers | None] = {}  # None: no row yet
+
+    def forget(self, orders: Iterable[str], positions: Iterable[PositionKey]) -> None:
+        for cid in orders:
+            self.orders.pop(cid, None)
+        for key in positions:
+            self.positions.pop(key, None)
+
+
+class _Pending:
+    """A transaction's writes, remembered once it commits."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, tuple[Order, int] | None] = {}  # None: forget it
+        self.positions: dict[PositionKey, PositionNumbers | None] = {}
+
+    def commit_to(self, memory: _Memory) -> None:
+        for cid, entry in self.orders.items():
+            if entry is None or entry[0].state.is_terminal:
+                memory.orders.pop(cid, None)  # a done order is rarely written again: read it then
+            else:
+                memory.orders[cid] = entry
+        memory.positions.update(self.positions)
+
+
 class Journal:
     """The journal over an asyncpg pool (the caller makes and closes it).
 
@@ -174,9 +310,12 @@ class Journal:
     made through the journal it yields commit together, or none of them (a refusal, a
     conflict or a lost connection rolls back the lot), in one commit instead of one each."""
 
-    def __init__(self, pool: asyncpg.Pool, _bound: asyncpg.Connection | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, _bound: asyncpg.Connection | None = None, _memory: _Memory | None = None,
+                 _pending: _Pending | None = None) -> None:  # fmt: skip
         self._pool = pool
         self._bound = _bound  # the batch's connection, inside its transaction
+        self._memory = _memory if _memory is not None else _Memory()
+        self._pending = _pending  # the batch's writes, remembered when it commits
 
     @contextlib.asynccontextmanager
     async def batch(self) -> AsyncIterator[Journal]:
@@ -184,8 +323,26 @@ class Journal:
         if self._bound is not None:
             yield self
             return
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield Journal(self._pool, conn)
+        pending = _Pending()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield Journal(self._pool, conn, self._memory, pending)
+        except BaseException:
+            self._memory.forget(pending.orders, pending.positions)  # rolled back, or its commit unknown
+            raise
+        pending.commit_to(self._memory)
+
+    def _remembered(self, client_order_id: str) -> tuple[Order, int] | None:
+        if self._pending is not None and client_order_id in self._pending.orders:
+            return self._pending.orders[client_order_id]
+        return self._memory.orders.get(client_order_id)
+
+    def _remembered_position(self, key: PositionKey) -> tuple[bool, PositionNumbers | None]:
+        if self._pending is not None and key in self._pending.positions:
+            return True, self._pending.positions[key]
+        if key in self._memory.positions:
+            return True, self._memory.positions[key]
+        return False, None
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
@@ -296,58 +453,159 @@ class Journal:
                 f"order {order.client_order_id}: venue and instrument must fit trade_logs "
                 f"({_VENUE_WIDTH} and {_PAIR_WIDTH} characters): {order.venue!r}, {order.instrument!r}"
             )
-        async with self._tx() as conn:
-            run = await conn.fetchrow("SELECT status FROM trading_runs WHERE run_id = $1 FOR SHARE", order.run_id)
-            if run is None:
-                raise UnknownRun(order.run_id)
-            inserted = await conn.fetchval(
-                """
-                INSERT INTO orders (client_order_id, run_id, strategy, venue, instrument, side, quantity, order_type,
-                                    limit_price, time_in_force, reduce_only, target, decision_ts, route, state, reason)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-                ON CONFLICT (client_order_id) DO NOTHING RETURNING true
-                """,
-                order.client_order_id, order.run_id, order.strategy, order.venue, order.instrument,
-                order.side.value, order.quantity, order.order_type.value, order.limit_price,
-                order.time_in_force.value, order.reduce_only, order.target, _ts(order.decision_ts_ns),
-                order.route.value, order.state.value, order.reason,
-            )  # fmt: skip
-            if inserted:
-                if run["status"] != "running":
-                    raise JournalConflict(f"run {order.run_id} has {run['status']}: it takes no new orders")
-                payload = {"reason": order.reason} if order.state is OrderState.DENIED else {}
-                await self._append(conn, order.client_order_id, order.state.value, None, order.state, payload, ts_ns)
-            return await self._stored(conn, order.client_order_id)
+        if self._bound is None:
+            async with self.batch() as j:
+                return await j.new_order(order, ts_ns)
+        conn = self._bound
+        payload = {"reason": order.reason} if order.state is OrderState.DENIED else {}
+        row = await conn.fetchrow(
+            _NEW_ORDER,
+            order.client_order_id, order.run_id, order.strategy, order.venue, order.instrument,
+            order.side.value, order.quantity, order.order_type.value, order.limit_price,
+            order.time_in_force.value, order.reduce_only, order.target, _ts(order.decision_ts_ns),
+            order.route.value, order.state.value, order.reason, _json(payload), _ts(ts_ns),
+        )  # fmt: skip
+        if row["status"] is None:
+            raise UnknownRun(order.run_id)
+        if row["created"]:
+            stored = _as_stored(order)
+            self._remember_order(stored, 1)
+            return stored
+        try:
+            stored, version = await self._stored_row(conn, order.client_order_id)
+        except UnknownOrder:
+            raise JournalConflict(f"run {order.run_id} has {row['status']}: it takes no new orders") from None
+        self._remember_order(stored, version)
+        return stored
 
     async def record(self, event: OrderEvent) -> Recorded:
         """Apply one event to the stored order and journal the result (see the module)."""
-        async with self._tx() as conn:
-            order = await self._stored(conn, event.client_order_id, lock=True)
+        remembered = self._remembered(event.client_order_id)
+        if remembered is not None:
+            order, version = remembered
             new = apply(order, event)
-            if new is order:
-                if isinstance(event, Fill):
-                    await self._check_redelivered(conn, event)
-                return Recorded(order, applied=False)
-            await conn.execute(
-                """
-                UPDATE orders SET quantity = $2, limit_price = $3, state = $4, filled_qty = $5, avg_px = $6,
-                    fees = $7, venue_order_id = $8, reason = $9, accepted_at = $10, unknown_since = $11,
-                    updated_at = now()
-                WHERE client_order_id = $1
-                """,
-                new.client_order_id, new.quantity, new.limit_price, new.state.value, new.filled_qty, new.avg_px,
-                new.fees, new.venue_order_id, new.reason,
-                None if new.accepted_ns is None else _ts(new.accepted_ns),
-                None if new.unknown_since_ns is None else _ts(new.unknown_since_ns),
-            )  # fmt: skip
-            seq = await self._append(
-                conn, new.client_order_id, event_name(event), order.state, new.state, event_fields(event), event.ts_ns
-            )
+            if new is not order:
+                new = _as_stored(new)
+                if not isinstance(event, Fill):
+                    if await self._write_change(order, version, new, event):
+                        return Recorded(new, applied=True)
+                elif self._bound is not None:
+                    if await self._write_fill(order, version, new, event):
+                        return Recorded(new, applied=True)
+                else:
+                    async with self.batch() as j:  # a fill's writes commit together or not at all
+                        return await j.record(event)
+            self._forget_order(event.client_order_id)  # not what is stored, or a no-op to check: read it
+        if self._bound is None:
+            async with self.batch() as j:
+                return await j.record(event)
+        return await self._record_read(event)
+
+    async def _record_read(self, event: OrderEvent) -> Recorded:
+        conn = self._bound
+        order, version = await self._stored_row(conn, event.client_order_id, lock=True)
+        new = apply(order, event)
+        if new is order:
+            self._remember_order(order, version)
             if isinstance(event, Fill):
-                await self._journal_fill(conn, new, event, seq)
-            return Recorded(new, applied=True)
+                await self._check_redelivered(conn, event)
+            return Recorded(order, applied=False)
+        new = _as_stored(new)
+        version = await conn.fetchval(
+            """
+            UPDATE orders SET quantity = $2, limit_price = $3, state = $4, filled_qty = $5, avg_px = $6,
+                fees = $7, venue_order_id = $8, reason = $9, accepted_at = $10, unknown_since = $11,
+                version = version + 1, updated_at = now()
+            WHERE client_order_id = $1 RETURNING version
+            """,
+            *_order_changes(new),
+        )
+        seq = await self._append(
+            conn, new.client_order_id, event_name(event), order.state, new.state, event_fields(event), event.ts_ns
+        )
+        if isinstance(event, Fill):
+            await self._journal_fill(conn, new, event, seq)
+        self._remember_order(new, version)
+        return Recorded(new, applied=True)
+
+    async def _write_change(self, order: Order, version: int, new: Order, event: OrderEvent) -> bool:
+        """A change of a remembered order in one statement; False (nothing written) when
+        the stored order is no longer the remembered one."""
+        args = (*_order_changes(new), version, event_name(event), order.state.value, new.state.value,
+                _json(event_fields(event)), _ts(event.ts_ns))  # fmt: skip
+        if self._bound is not None:
+            seq = await self._bound.fetchval(_CHANGE, *args)
+        else:
+            try:
+                async with self._pool.acquire() as conn:
+                    seq = await conn.fetchval(_CHANGE, *args)  # one statement: atomic without a transaction
+            except BaseException:
+                self._memory.forget([order.client_order_id], ())  # written or not: unknown
+                raise
+        if seq is None:
+            return False
+        self._remember_order(new, version + 1)
+        return True
+
+    async def _write_fill(self, order: Order, version: int, new: Order, fill: Fill) -> bool:
+        """A fill of a remembered order, with its position and trade log line, in one
+        statement inside the batch; False (nothing written) when the stored order or
+        position is no longer the remembered one."""
+        key = (new.run_id, new.strategy, new.instrument, new.venue)
+        known, numbers = self._remembered_position(key)
+        if not known:
+            return False
+        size, avg, realized, fees = numbers if numbers is not None else (0.0, 0.0, 0.0, 0.0)
+        position = Position(new.instrument, size, avg, realized, fees, strategy=new.strategy)
+        position.apply_fill(fill)
+        after = (position.size, position.avg_entry_price, position.realized_pnl, position.fees_paid)
+        before = numbers if numbers is not None else (None, None, None, None)
+        row = await self._bound.fetchrow(
+            _FILL,
+            *_order_changes(new), version, event_name(fill), order.state.value, new.state.value,
+            _json(event_fields(fill)), _ts(fill.ts_ns),
+            fill.venue, fill.venue_fill_id, new.run_id, new.strategy, new.instrument, fill.side.value, fill.qty,
+            fill.price, fill.fee, fill.liquidity.value, fill.reason.value, fill.leaves_qty,
+            *key, numbers is None, *before, *after, fill.side.value.upper(), f"{fill.venue}:{fill.venue_fill_id}",
+        )  # fmt: skip
+        if row["seq"] is None:
+            self._forget_position(key)
+            return False
+        if not row["filled"]:
+            owner = await self._bound.fetchval(
+                "SELECT client_order_id FROM fills WHERE venue = $1 AND venue_fill_id = $2", fill.venue, fill.venue_fill_id
+            )
+            raise JournalConflict(
+                f"fill {fill.venue}:{fill.venue_fill_id} for order {new.client_order_id} is journaled for order {owner}"
+            )
+        if not row["positioned"]:
+            raise JournalConflict(f"position {key} changed under the journal while it wrote fill {fill.venue_fill_id}")
+        self._remember_order(new, version + 1)
+        self._pending.positions[key] = after
+        return True
+
+    def _remember_order(self, order: Order, version: int) -> None:
+        if self._pending is not None:
+            self._pending.orders[order.client_order_id] = (order, version)
+        elif order.state.is_terminal:
+            self._memory.orders.pop(order.client_order_id, None)
+        else:
+            self._memory.orders[order.client_order_id] = (order, version)
+
+    def _forget_order(self, client_order_id: str) -> None:
+        self._memory.orders.pop(client_order_id, None)
+        if self._pending is not None:
+            self._pending.orders[client_order_id] = None
+
+    def _forget_position(self, key: PositionKey) -> None:
+        self._memory.positions.pop(key, None)
+        if self._pending is not None:
+            self._pending.positions.pop(key, None)
 
     async def _stored(self, conn: asyncpg.Connection, client_order_id: str, lock: bool = False) -> Order:
+        return (await self._stored_row(conn, client_order_id, lock))[0]
+
+    async def _stored_row(self, conn: asyncpg.Connection, client_order_id: str, lock: bool = False) -> tuple[Order, int]:
         if lock:
             # Its own statement: one that locks and reads together sees the row as the lock's
             # holder left it but its fills as of before the wait (READ COMMITTED takes the
@@ -356,7 +614,7 @@ class Journal:
         row = await conn.fetchrow(f"SELECT {_ORDER_COLUMNS} FROM orders o WHERE o.client_order_id = $1", client_order_id)
         if row is None:
             raise UnknownOrder(client_order_id)
-        return _order(row)
+        return _order(row), row["version"]
 
     @staticmethod
     async def _append(
@@ -424,6 +682,7 @@ class Journal:
             """,
             *key, position.size, position.avg_entry_price, position.realized_pnl, position.fees_paid,
         )  # fmt: skip
+        self._pending.positions[key] = (position.size, position.avg_entry_price, position.realized_pnl, position.fees_paid)
         await conn.execute(
             """
             INSERT INTO trade_logs (pair, trade_type, venue, order_size, price, "timestamp", fill_id)
