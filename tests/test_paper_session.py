@@ -102,6 +102,14 @@ def test_paper_session_reproduces_the_backtest_and_journals_it(lake_config, dsn,
             fills = await journal.fills(run_id)
             positions = await journal.positions(run_id)
             in_flight = await journal.in_flight_orders(run_id)
+            # what the journal remembers of the orders it wrote is what is stored
+            async with pool.acquire() as conn:
+                for cid, (order, version) in journal._memory.orders.items():
+                    assert await journal._stored_row(conn, cid) == (order, version), cid
+            assert journal._memory.positions, "the journal remembers no position: its one-statement path went unused"
+            for key, numbers in journal._memory.positions.items():
+                stored = next(p for p in positions if (p.strategy, p.instrument) == key[1:3])
+                assert numbers == (stored.size, stored.avg_entry_price, stored.realized_pnl, stored.fees_paid)
             return session, result, orders, fills, positions, in_flight
         finally:
             await pool.close()
