@@ -22,7 +22,10 @@ def main() -> None:
                                   a parameter sweep as a Ray job; results in PostgreSQL
       botmain runs [show RUN_ID]  stored sweeps and their leaderboards
       botmain paper --strategy sol_ema_cross --start 2025-05-10 --end 2025-05-11
-                                  paper trading on a replay, journaled; compared with the backtest
+                                  paper trading on a replay (strategy, risk and execution as
+                                  actors), journaled; compared with the backtest
+      botmain halt | resume [--strategy NAME]
+                                  the running trading session's state (journaled)
       botmain orders | fills | positions [--run RUN_ID]
                                   a paper run's journal
       botmain mds start           the Market Data Server and its feeds (replay by default)
@@ -40,7 +43,7 @@ def main() -> None:
 for command in (
     store_cluster.up, store_cluster.down, store_cluster.status,
     research.ingest, research.backtest, research.sweep, research.train_selector, research.runs,
-    trading.paper, trading.orders, trading.fills, trading.positions,
+    trading.paper, trading.halt, trading.resume, trading.orders, trading.fills, trading.positions,
     market_data.mds,
     selector.serve_command, selector.decide,
 ):

@@ -1,5 +1,6 @@
-"""``botmain paper``, ``orders``, ``fills`` and ``positions``: the trading half, read from and
-written to the journal in PostgreSQL."""
+"""``botmain paper``, ``halt``, ``resume``, ``orders``, ``fills`` and ``positions``: the
+trading half, on the trading actors of the running cluster, read from and written to the
+journal in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import click
 
-from cli.session import command_config
+from cli.session import command_config, connect_ray
 
 
 @click.command()
@@ -20,14 +21,19 @@ from cli.session import command_config
 @click.option("--as-backtest/--with-all-rules", default=True, show_default=True,
               help="switch off the monitor's rules the simulator lacks (daily loss limit, capital split by venue)")  # fmt: skip
 @click.option("--trades", "show_trades", type=int, default=0, help="print the first N round trips")
-def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades) -> None:
+@click.option("--in-process", is_flag=True,
+              help="run strategy, risk and execution in this process instead of as actors on the cluster")  # fmt: skip
+def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades, in_process) -> None:
     """Paper-trade a strategy on a replay of the lake's bars and journal it.
 
     \b
-    The strategy's stream, the Risk Rules Monitor, the execution engine and the paper
-    venue (the backtest's simulator, stepped bar by bar) run in this process; orders,
-    fills, positions, funding, equity and risk decisions go to PostgreSQL under the run id.
-    At the end: the metrics table of `botmain backtest` and the backtest-vs-paper line.
+    The strategy, the Risk Rules Monitor, the Execution Server and the paper venue (the
+    backtest's simulator, stepped bar by bar) run as named actors on the cluster
+    (strategy:NAME, risk, execution, paper-venue: botmain up first), or with --in-process
+    in this process. Orders, fills, positions, funding, equity and risk decisions go to
+    PostgreSQL under the run id. While it runs, `botmain halt` / `botmain resume` change
+    its trading state. At the end: the metrics table of `botmain backtest` and the
+    backtest-vs-paper line.
     """
     from pydantic import ValidationError
 
@@ -41,14 +47,20 @@ def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades) 
     if as_backtest:
         config = backtest_like(config)
     dsn = resolve_dsn(config)
+    if not in_process:
+        connect_ray(config)
 
     async def go():
         await prepare_store(dsn)
         return await run_paper_replay(config, name, dsn, start=start, end=end, timeframe=timeframe, speed=speed,
-                                      run_id=run_id, say=click.echo)  # fmt: skip
+                                      run_id=run_id, actors=not in_process, say=click.echo)  # fmt: skip
+
+    from actors.trading.launch import SessionRunning
 
     try:
         run = asyncio.run(go())
+    except SessionRunning as exc:
+        raise click.ClickException(f"{exc}: wait for it to end, or botmain down") from None
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0]) if exc.args else "unknown key") from None
     except (ValueError, HistoryError, ValidationError) as exc:
@@ -66,8 +78,57 @@ def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades) 
                + f"; {c.fills} fills")  # fmt: skip
     click.echo("decisions by venue: " + (", ".join(f"{v} {n}" for v, n in sorted(run.decisions.items())) or "none"))
     click.echo("risk events: " + (", ".join(f"{k} {n}" for k, n in sorted(run.risk_events.items())) or "none"))
+    if run.flow is not None:
+        f = run.flow
+        click.echo(f"across the actors: {f['bars']:,} bars in {f['wall_s']:.1f} s, "
+                   f"each bar's round trip p50 {f['bar_ms_p50']:.1f} ms / p99 {f['bar_ms_p99']:.1f} ms")  # fmt: skip
     click.echo(run.comparison())
     click.echo(f"journaled under run {run.run_id}: botmain orders / fills / positions --run {run.run_id}")
+
+
+def _risk_actor(config):
+    connect_ray(config)
+    import ray
+
+    from actors import names
+
+    try:
+        return ray.get_actor(names.RISK, namespace=names.NAMESPACE)
+    except ValueError:
+        raise click.ClickException("no trading session is running on the cluster (botmain paper starts one)") from None
+
+
+def _transition(action: str, strategy: str | None, reason: str) -> None:
+    import ray
+
+    risk = _risk_actor(command_config())
+    try:
+        moved = ray.get(getattr(risk, action).remote(reason, strategy), timeout=60)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0]) if exc.args else "unknown strategy") from None
+    who = "every strategy" if moved["scope"] == "global" else moved["scope"]
+    click.echo(f"{who}: {moved['previous']} -> {moved['state']} ({moved['reason']}); "
+               f"{moved['cancelled']} open order(s) cancelled; journaled as a risk event")  # fmt: skip
+
+
+@click.command()
+@click.option("--strategy", help="one strategy instance (default: every strategy)")
+@click.option("--reason", default="operator", show_default=True, help="why, for the journal")
+@click.option("--reducing", is_flag=True, help="REDUCING instead of HALTED: orders that reduce positions still go")
+def halt(strategy, reason, reducing) -> None:
+    """Stop new orders in the running trading session (HALTED; cancels still go).
+
+    Open orders are cancelled; positions stay. The Risk Rules Monitor journals the
+    transition with its reason."""
+    _transition("reduce" if reducing else "halt", strategy, reason)
+
+
+@click.command()
+@click.option("--strategy", help="one strategy instance (default: every strategy)")
+@click.option("--reason", default="operator", show_default=True, help="why, for the journal")
+def resume(strategy, reason) -> None:
+    """Back to ACTIVE after `botmain halt` or a tripped loss rule (journaled)."""
+    _transition("resume", strategy, reason)
 
 
 def _with_journal(query):

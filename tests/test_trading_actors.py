@@ -102,6 +102,46 @@ def test_a_killed_execution_server_comes_back_reconciles_and_the_run_still_equal
     assert held[key] == pytest.approx(sum(f.signed_qty for f in fills if f.instrument == key), abs=1e-9)
 
 
+def test_botmain_halt_and_resume_move_the_running_session_and_refuse_without_one(store, lake_config, session_config_dir):
+    import ray
+
+    from actors.trading.launch import start_paper_actors, stop_paper_actors
+    from jobs.sweep.job import resolve_strategy
+    from tests.test_cli import botmain
+
+    none = botmain(session_config_dir, "halt")
+    assert none.returncode != 0 and "no trading session is running" in none.stderr, none.stderr
+    config = paper_config(lake_config)
+    run_id = f"paper-actors-cli-{next(_runs)}"
+    asyncio.run(_open_run(store, run_id))
+    resolved = resolve_strategy(config, NAME)
+    actors = start_paper_actors(config, run_id, NAME, resolved.strategy(resolved.strategy.Params(**resolved.fixed)))
+    try:
+        halted = botmain(session_config_dir, "halt", "--strategy", NAME, "--reason", "cli test")
+        assert halted.returncode == 0, halted.stderr
+        assert f"{NAME}: active -> halted (cli test)" in halted.stdout, halted.stdout
+        assert ray.get(actors.risk.status.remote())["states"][NAME] == "halted"
+        unknown = botmain(session_config_dir, "halt", "--strategy", "no_such_strategy")
+        assert unknown.returncode != 0 and "no_such_strategy" in unknown.stderr, unknown.stderr
+        resumed = botmain(session_config_dir, "resume", "--strategy", NAME)
+        assert resumed.returncode == 0 and "halted -> active" in resumed.stdout, resumed.stdout
+        assert ray.get(actors.risk.status.remote())["states"][NAME] == "active"
+    finally:
+        stop_paper_actors(actors)
+    _, _, events = asyncio.run(_journal_state(store, run_id))
+    assert events.get("transition") == 2
+
+
+async def _open_run(dsn, run_id):
+    import asyncpg
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await Journal(pool).open_run(run_id, mode="paper", strategy=NAME)
+    finally:
+        await pool.close()
+
+
 def test_halt_on_the_risk_actor_refuses_new_orders_and_is_journaled(store, lake_config):
     import ray
 
@@ -116,16 +156,7 @@ def test_halt_on_the_risk_actor_refuses_new_orders_and_is_journaled(store, lake_
     frame = load_frame(config, resolved.instruments, None, START, "2025-05-10T06:00")
     settings = SimSettings.from_config(config, resolved.instruments, NAME)
 
-    async def open_run():
-        import asyncpg
-
-        pool = await asyncpg.create_pool(store, min_size=1, max_size=2)
-        try:
-            await Journal(pool).open_run(run_id, mode="paper", strategy=NAME)
-        finally:
-            await pool.close()
-
-    asyncio.run(open_run())
+    asyncio.run(_open_run(store, run_id))
     actors = start_paper_actors(config, run_id, NAME, resolved.strategy(resolved.strategy.Params(**resolved.fixed)))
     try:
         moved = ray.get(actors.risk.halt.remote("operator test", NAME))
