@@ -88,6 +88,26 @@ def start_market_data(config: BotmainConfig, feeds: list[str] | None = None) -> 
     return started
 
 
+def feed_state(feed: str, timeout_s: float = 10.0) -> str | None:
+    """The state of feed actor ``feed`` (None: not running; ``unreachable``)."""
+    actor = _get(names.feed_actor(feed))
+    if actor is None:
+        return None
+    try:
+        return ray.get(actor.health.remote(), timeout=timeout_s)["state"]
+    except Exception:
+        return "unreachable"
+
+
+def stop_feed(feed: str, timeout_s: float = 30.0) -> bool:
+    """Stop one feed actor; False if it was not running."""
+    actor = _get(names.feed_actor(feed))
+    if actor is None:
+        return False
+    _stop(actor, timeout_s)
+    return True
+
+
 def stop_market_data(timeout_s: float = 30.0) -> list[str]:
     """Stop every feed actor, then the MDS (which stores what it still holds); returns the
     names of the actors stopped."""

@@ -21,16 +21,20 @@ from cli.session import command_config, connect_ray
 @click.option("--as-backtest/--with-all-rules", default=True, show_default=True,
               help="switch off the monitor's rules the simulator lacks (daily loss limit, capital split by venue)")  # fmt: skip
 @click.option("--trades", "show_trades", type=int, default=0, help="print the first N round trips")
+@click.option("--feed", type=click.Choice(["mds", "lake"]),
+              help="the strategy actor's bars: played through the Market Data Server by the replay feed, or read "
+                   "from the lake and handed over (default: the MDS when every leg has bars the replay can play)")
 @click.option("--in-process", is_flag=True,
               help="run strategy, risk and execution in this process instead of as actors on the cluster")  # fmt: skip
-def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades, in_process) -> None:
+def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades, feed, in_process) -> None:
     """Paper-trade a strategy on a replay of the lake's bars and journal it.
 
     \b
     The strategy, the Risk Rules Monitor, the Execution Server and the paper venue (the
     backtest's simulator, stepped bar by bar) run as named actors on the cluster
-    (strategy:NAME, risk, execution, paper-venue: botmain up first), or with --in-process
-    in this process. Orders, fills, positions, funding, equity and risk decisions go to
+    (strategy:NAME, risk, execution, paper-venue: botmain up first), the replay feed
+    playing the span's bars and funding to the strategy through the Market Data Server;
+    or with --in-process in this process. Orders, fills, positions, funding, equity and risk decisions go to
     PostgreSQL under the run id. While it runs, `botmain halt` / `botmain resume` change
     its trading state. At the end: the metrics table of `botmain backtest` and the
     backtest-vs-paper line.
@@ -53,14 +57,18 @@ def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades, 
     async def go():
         await prepare_store(dsn)
         return await run_paper_replay(config, name, dsn, start=start, end=end, timeframe=timeframe, speed=speed,
-                                      run_id=run_id, actors=not in_process, say=click.echo)  # fmt: skip
+                                      run_id=run_id, actors=not in_process, feed=feed, say=click.echo)  # fmt: skip
 
     from actors.trading.launch import SessionRunning
+    from actors.trading.strategy_actor import FeedStalled
+    from jobs.paper.replay import FeedBusy
 
     try:
         run = asyncio.run(go())
     except SessionRunning as exc:
         raise click.ClickException(f"{exc}: wait for it to end, or botmain down") from None
+    except (FeedBusy, FeedStalled) as exc:
+        raise click.ClickException(str(exc)) from None
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0]) if exc.args else "unknown key") from None
     except (ValueError, HistoryError, ValidationError) as exc:

@@ -16,7 +16,7 @@ def test_paper_reproduces_the_backtest_and_its_journal_reads_back(ray_head, lake
                   "--end", "2025-05-11", "--run-id", "paper-cli-ema")  # fmt: skip
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert "as Ray actors" in out and "across the actors: 1,440 bars" in out, out
+    assert "as Ray actors; bars from the MDS" in out and "across the actors: 1,440 bars" in out, out
     assert "final equity" in out and "trades (round trips)" in out
     line = next(x for x in out.splitlines() if x.startswith("backtest vs paper:"))
     assert "(same trades)" in line and "largest relative equity gap 0.0e+00" in line, line

@@ -44,10 +44,14 @@ async def _journal_state(dsn, run_id):
         await pool.close()
 
 
-def test_paper_on_actors_reproduces_the_backtest_and_journals_it(store, lake_config):
+@pytest.mark.parametrize("feed", ["mds", "lake"])
+def test_paper_on_actors_reproduces_the_backtest_and_journals_it(store, lake_config, feed):
+    """``mds``: the replay feed plays the span's bars through the Market Data Server to the
+    strategy actor; ``lake``: the same bars handed to it."""
     config = paper_config(lake_config)
-    run_id = f"paper-actors-{next(_runs)}"
-    run = asyncio.run(run_paper_replay(config, NAME, store, start=START, end=END, run_id=run_id, actors=True))
+    run_id = f"paper-actors-{feed}-{next(_runs)}"
+    run = asyncio.run(run_paper_replay(config, NAME, store, start=START, end=END, run_id=run_id, actors=True, feed=feed))
+    assert run.flow["feed"] == feed
     assert run.backtest.trades, "the span should trade"
     assert np.array_equal(run.result.equity, run.backtest.equity), "paper on actors is not the backtest"
     assert same_trades(run.result.trades, run.backtest.trades)
@@ -86,7 +90,8 @@ def test_a_killed_execution_server_comes_back_reconciles_and_the_run_still_equal
 
     killer = threading.Thread(target=kill_when_trading, daemon=True)
     killer.start()
-    run = asyncio.run(run_paper_replay(config, NAME, store, start=START, end=END, run_id=run_id, actors=True))
+    run = asyncio.run(run_paper_replay(config, NAME, store, start=START, end=END, run_id=run_id, actors=True,
+                                       feed="lake"))  # fmt: skip
     killer.join(timeout=5)
     assert killed, "the Execution Server was not killed mid-run"
     assert run.counts.restarts >= 1, "the monitor never found the server gone"

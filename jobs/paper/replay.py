@@ -31,7 +31,8 @@ from actors.execution.router import Router
 from actors.execution.sim_venue import SimVenue
 from actors.risk.monitor import RiskMonitor
 from cluster.config import BotmainConfig
-from cluster.config.models import RiskConfig
+from cluster.config.models import ReplayFeedConfig, RiskConfig
+from cluster.lake import Lake
 from cluster.store.journal import Journal
 from jobs.sweep.job import resolve_strategy
 from sim.backtest import BacktestResult, backtest
@@ -109,12 +110,16 @@ async def run_paper_replay(
     speed: float | None = None,
     run_id: str | None = None,
     actors: bool = False,
+    feed: str | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> PaperRun:
     """Trade strategy instance ``name`` on the paper venue over the lake's bars from
     ``start`` to ``end``; ``speed`` replays that many bar-seconds per second (None: as fast
     as the loop goes). ``actors``: across the trading actors (the caller is a Ray driver),
-    else in this process."""
+    else in this process. ``feed``: where the actors' strategy takes its bars: ``mds`` (the
+    replay feed plays the span's bars and funding through the Market Data Server), ``lake``
+    (the bars read here, handed over), None: the MDS when every leg has a bars series the
+    replay can play. In one process the bars are the lake's."""
     resolved = resolve_strategy(config, name)
     if resolved.instance is None:
         raise ValueError(f"paper trading runs an instance from strategies.yaml; {name!r} is not one")
@@ -128,6 +133,17 @@ async def run_paper_replay(
     settings = SimSettings.from_config(config, resolved.instruments, resolved.instance)
     params = resolved.strategy.Params(**resolved.fixed)
     run_id = run_id or default_run_id(name)
+    tf = timeframe or config.simulation.timeframe
+    if feed not in (None, "mds", "lake"):
+        raise ValueError(f"feed must be mds or lake, got {feed!r}")
+    if not actors and feed == "mds":
+        raise ValueError("bars through the Market Data Server need the trading actors (not --in-process)")
+    if actors and feed is None:
+        missing = unplayable_legs(config, resolved.instruments, tf)
+        feed = "lake" if missing else "mds"
+        if missing:
+            say(f"note: {', '.join(missing)} has no bars_{tf} series for the replay feed to play (its frame is built "
+                "from other series): the strategy takes the lake's bars directly, not through the MDS")
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     try:
         journal = Journal(pool)
@@ -136,11 +152,13 @@ async def run_paper_replay(
             "timeframe": timeframe or config.simulation.timeframe, "bars": len(frame),
         })  # fmt: skip
         say(f"paper run {run_id}: {name} on {', '.join(resolved.instruments)}, {len(frame):,} bars"
-            + (" (strategy, risk and execution as Ray actors)" if actors else ""))
+            + (f" (strategy, risk and execution as Ray actors; bars from the {'MDS' if feed == 'mds' else 'lake'})"
+               if actors else ""))
         try:
             if actors:
+                replay = replaying(config, resolved.instruments, start, end, tf, speed) if feed == "mds" else None
                 result, counts, decisions, flow = await _on_actors(config, run_id, name, resolved.strategy(params), frame,
-                                                                   settings, speed)  # fmt: skip
+                                                                   settings, speed, replay)  # fmt: skip
             else:
                 result, counts, decisions = await _in_process(config, journal, run_id, name, resolved, params, frame,
                                                               settings, speed)  # fmt: skip
@@ -183,19 +201,67 @@ async def _in_process(config, journal, run_id, name, resolved, params, frame, se
     return session.result(), session.counts, dict(router.decisions)
 
 
-async def _on_actors(config, run_id, name, strategy, frame, settings, speed):
+def unplayable_legs(config: BotmainConfig, instruments: list[str], timeframe: str) -> list[str]:
+    """The legs without a ``bars_<timeframe>`` series in the lake (the replay feed plays only those)."""
+    lake = Lake(config.lake_root)
+    out = []
+    for key in instruments:
+        inst = config.instrument(key)
+        if lake.span(f"bars_{timeframe}", inst.venue, inst.symbol) is None:
+            out.append(key)
+    return out
+
+
+def replaying(config: BotmainConfig, instruments: list[str], start: str | None, end: str | None, timeframe: str,
+              speed: float | None) -> BotmainConfig:  # fmt: skip
+    """``config`` with the replay feed set to play the legs' bars and funding over the span
+    the frame was read on (the same lake rows), at ``speed`` (None: as fast as it goes)."""
+    replay = ReplayFeedConfig.model_validate({
+        **config.market_data.feeds.replay.model_dump(), "enabled": True, "instruments": instruments,
+        "kinds": ["bars", "funding"], "timeframe": timeframe, "start": start, "end": end,
+        "speed": "max" if speed is None else speed, "rate": None,
+    })  # fmt: skip
+    feeds = config.market_data.feeds.model_copy(update={"replay": replay})
+    return dataclasses.replace(config, market_data=config.market_data.model_copy(update={"feeds": feeds}))
+
+
+class FeedBusy(RuntimeError):
+    pass
+
+
+async def _on_actors(config, run_id, name, strategy, frame, settings, speed, replay: BotmainConfig | None):
     """The same run with the strategy, the monitor, the Execution Server and the paper
-    venue as Ray actors (actors/trading/); the caller is a Ray driver."""
+    venue as Ray actors (actors/trading/); the caller is a Ray driver. ``replay``: the
+    configuration the replay feed plays the bars with, through the MDS (None: the frame's
+    bars handed to the strategy actor)."""
+    from actors import names, topology
     from actors.trading.launch import start_paper_actors, stop_paper_actors
 
+    if replay is not None and topology.feed_state("replay") in ("starting", "running"):
+        raise FeedBusy("a replay feed is playing on this cluster already (botmain mds stop, or --feed lake)")
     actors = start_paper_actors(config, run_id, name, strategy)
+    started_mds = False
     try:
-        flow = await actors.strategy.run.remote(frame, settings, None if speed is None else speed / frame.bar_seconds)
+        if replay is None:
+            flow = await actors.strategy.run.remote(frame, settings, None if speed is None else speed / frame.bar_seconds)
+        else:
+            started_mds = topology._get(names.MDS) is None
+            topology.start_market_data(replay, feeds=[])  # the MDS, if it is not running
+            legs = [(leg.key, leg.kind) for leg in frame.legs]
+            await actors.strategy.subscribe.remote([key for key, _ in legs], frame.bar_seconds)
+            topology.start_market_data(replay, feeds=["replay"])  # then the bars
+            flow = await actors.strategy.run_stream.remote(legs, frame.bar_seconds, settings, len(frame))
         result = await actors.strategy.finish.remote()
         risk = await actors.risk.status.remote()
         execution = await actors.execution.status.remote()
     finally:
         stop_paper_actors(actors)
+        if replay is not None:
+            if started_mds:
+                topology.stop_market_data()  # it was started for this run
+            else:
+                topology.stop_feed("replay")
     counts = FlowCounts(**{k: v for k, v in risk["strategies"][name].items() if k in FlowCounts.__dataclass_fields__})
     counts.restarts = risk["execution_unreachable"]
+    flow["feed"] = "mds" if replay is not None else "lake"
     return result, counts, execution["decisions"], flow
