@@ -3,8 +3,9 @@
 #   make demo   install, start the store and a local Ray cluster, ingest the sample data,
 #               start the Market Data Server and the replay feed as named actors (replaying
 #               the sample), sweep an EMA-cross grid as a Ray job and print its leaderboard,
-#               train the venue selector (a Ray job), serve it on Ray Serve and make a few
-#               authenticated decisions
+#               paper-trade both sample strategies on the trading actors (strategy, risk,
+#               execution, paper venue), train the venue selector (a Ray job), serve it on
+#               Ray Serve and make a few authenticated decisions
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv

@@ -85,11 +85,16 @@ def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades, 
                + (f" ({', '.join(f'{k} {v}' for k, v in sorted(c.denied_by.items()))})" if c.denied_by else "")
                + f"; {c.fills} fills")  # fmt: skip
     click.echo("decisions by venue: " + (", ".join(f"{v} {n}" for v, n in sorted(run.decisions.items())) or "none"))
-    click.echo("risk events: " + (", ".join(f"{k} {n}" for k, n in sorted(run.risk_events.items())) or "none"))
+    decisions = {k: n for k, n in run.risk_events.items() if k != "allocation"}  # that one is the summary below
+    click.echo("risk events: " + (", ".join(f"{k} {n}" for k, n in sorted(decisions.items())) or "none"))
     if run.flow is not None:
         f = run.flow
         click.echo(f"across the actors: {f['bars']:,} bars in {f['wall_s']:.1f} s, "
                    f"each bar's round trip p50 {f['bar_ms_p50']:.1f} ms / p99 {f['bar_ms_p99']:.1f} ms")  # fmt: skip
+    if run.allocation:
+        from cli.trading_render import render_allocation
+
+        click.echo(render_allocation(run.allocation))
     click.echo(run.comparison())
     click.echo(f"journaled under run {run.run_id}: botmain orders / fills / positions --run {run.run_id}")
 
@@ -204,11 +209,17 @@ def fills(run_id) -> None:
 @click.command()
 @RUN
 def positions(run_id) -> None:
-    """A run's positions per strategy and instrument: size, entry, realised PnL, fees, funding."""
-    from cli.trading_render import render_positions
+    """A run's positions per strategy and instrument (size, entry, realised PnL, fees,
+    funding), and the monitor's allocation, usage and PnL per strategy and venue."""
+    from cli.trading_render import render_allocation, render_positions
 
-    run, rows = _journal_query(run_id, lambda j, r: j.positions(r))
+    async def both(journal, r):
+        return await journal.positions(r), await journal.latest_risk_event(r, "allocation")
+
+    run, (rows, allocation) = _journal_query(run_id, both)
     click.echo(render_positions(run, rows))
+    click.echo("")
+    click.echo(render_allocation(allocation))
 
 
 def trading_runs_table(limit: int = 50) -> str:

@@ -63,6 +63,27 @@ def render_positions(run, positions) -> str:
     return "\n".join(lines)
 
 
+def render_allocation(summary: dict | None) -> str:
+    """The Risk Rules Monitor's view of a run's capital: per strategy and venue its
+    allocation from the treasury, what it uses and its PnL; per venue the treasury's balance."""
+    if not summary:
+        return "allocation: none journaled for this run"
+    lines = ["allocation (the Risk Rules Monitor at the run's end):",
+             f"{'strategy':<20} {'venue':<12} {'allocation':>12} {'equity':>12} {'in use':>11} {'':<8} {'realised':>10} "
+             f"{'unrealised':>10} {'fees':>8} {'funding':>8} {'pnl':>10}"]  # fmt: skip
+    for r in summary["strategies"]:
+        lines.append(
+            f"{r['strategy']:<20} {r['venue']:<12} {r['allocation']:>12,.2f} {r['equity']:>12,.2f} {r['usage']:>11,.2f} "
+            f"{r['usage_kind']:<8} {r['realized_pnl']:>+10,.2f} {r['unrealized_pnl']:>+10,.2f} {r['fees']:>8,.2f} "
+            f"{r['funding']:>+8,.2f} {r['pnl']:>+10,.2f}"
+        )
+    lines.append(f"{'treasury':<20} {'venue':<12} {'balance':>12} {'allocated':>12} {'in use':>11} {'free':>10}")
+    for v in summary["venues"]:
+        lines.append(f"{'':<20} {v['venue']:<12} {v['balance']:>12,.2f} {v['allocated']:>12,.2f} {v['in_use']:>11,.2f} "
+                     f"{v['free']:>10,.2f}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def render_trading_runs(rows) -> str:
     if not rows:
         return "no paper or live runs yet (botmain paper --strategy NAME)"

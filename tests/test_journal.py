@@ -344,6 +344,10 @@ def test_risk_events_and_equity_snapshots(dsn):
         first = await journal.record_risk_event("reject", ts_ns=T0, run_id=RUN, strategy="sol_ema_cross",
                                                 rule="max_position", detail={"size": 12.5, "limit": 10})  # fmt: skip
         second = await journal.record_risk_event("cancel_all", ts_ns=T0 + 1_000, rule="kill_switch")
+        keyed = [await journal.record_risk_event("stop_moved", ts_ns=T0 + 2_000, run_id=RUN, strategy="sol_ema_cross",
+                                                 key="sol_ema_cross:1:mark:0")  # fmt: skip
+                 for _ in range(2)]  # the same decision journaled again (after a restart): a no-op
+        assert keyed[0] is not None and keyed[1] is None
         with pytest.raises(asyncpg.CheckViolationError):
             await journal.record_risk_event("Not A Kind", ts_ns=T0)
         snapshots = [await journal.record_equity(RUN, "sol_ema_cross", T0, 10_000.0, 9_000.0),
@@ -355,7 +359,7 @@ def test_risk_events_and_equity_snapshots(dsn):
     first, second, snapshots, rows = with_journal(dsn, body)
     assert second == first + 1 and snapshots == [True, False]
     assert [(r["run_id"], r["kind"], r["rule"]) for r in rows] == [
-        (RUN, "reject", "max_position"), (None, "cancel_all", "kill_switch"),
+        (RUN, "reject", "max_position"), (None, "cancel_all", "kill_switch"), (RUN, "stop_moved", None),
     ]  # fmt: skip
 
 

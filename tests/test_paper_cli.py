@@ -31,6 +31,8 @@ def test_paper_reproduces_the_backtest_and_its_journal_reads_back(ray_head, lake
     assert f"{fills:,} fills" in listed.stdout
     positions = botmain(session_config_dir, "positions", "--run", "paper-cli-ema")
     assert "binanceusdm:SOL-PERP" in positions.stdout
+    assert "allocation (the Risk Rules Monitor at the run's end)" in positions.stdout, positions.stdout
+    assert re.search(r"sol_ema_cross +binanceusdm +10,000\.00", positions.stdout), positions.stdout
 
     runs = botmain(session_config_dir, "runs")
     assert re.search(r"paper-cli-ema +paper sol_ema_cross +finished", runs.stdout), runs.stdout

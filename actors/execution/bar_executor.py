@@ -6,7 +6,8 @@ A bar may take several calls. While the journal cannot be written the answer is
 ``paused`` and the monitor offers the same bar again; what was done of it (events
 journaled, intents handled, the venue stepped) is kept here, so nothing is done twice:
 and what is done again by a restarted server (which kept nothing) is a no-op in the
-journal (orders by client order id, fills by venue fill id). A paused engine first gets
+journal (orders by client order id, fills by venue fill id, the monitor's events by their
+place in the bar). A paused engine first gets
 the venue's reports that were not journaled, then reconciles, then goes on.
 """
 
@@ -76,7 +77,8 @@ class BarExecutor:
         bar, engine = checked.bar, self.engine
         while p.events_done < len(checked.risk_events):
             kind, detail = checked.risk_events[p.events_done]
-            await engine.record_risk_event(kind, ts_ns=bar.close_ns, strategy=bar.strategy, detail=detail)
+            await engine.record_risk_event(kind, ts_ns=bar.close_ns, strategy=bar.strategy, detail=detail,
+                                           key=f"{bar.strategy}:{bar.close_ns}:mark:{p.events_done}")  # fmt: skip
             p.events_done += 1
             p.risk_events += 1
         while p.intents_done < len(bar.intents):
@@ -86,7 +88,8 @@ class BarExecutor:
             else:
                 await engine.deny(intent, verdict.message, venue=intent.instrument.partition(":")[0])
                 await engine.record_risk_event("reject", ts_ns=bar.close_ns, strategy=bar.strategy, rule=verdict.rule,
-                                               detail=verdict.as_journal())  # fmt: skip
+                                               detail=verdict.as_journal(),
+                                               key=f"{bar.strategy}:{bar.close_ns}:intent:{p.intents_done}")  # fmt: skip
                 p.denied += 1
                 p.risk_events += 1
             p.intents_done += 1

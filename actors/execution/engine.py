@@ -181,10 +181,11 @@ class ExecutionEngine:
         await self._record(fill)
 
     async def record_risk_event(self, kind: str, *, ts_ns: int, strategy: str, rule: str | None = None,
-                                detail: dict | None = None) -> None:  # fmt: skip
-        """Journal a Risk Rules Monitor decision under this run (a down store pauses, as for orders)."""
+                                detail: dict | None = None, key: str | None = None) -> None:  # fmt: skip
+        """Journal a Risk Rules Monitor decision under this run (a down store pauses, as for
+        orders); ``key``: its natural key, so that journaling it again is a no-op."""
         await self._store(self.journal.record_risk_event(kind, ts_ns=ts_ns, run_id=self.run_id, strategy=strategy,
-                                                         rule=rule, detail=detail))  # fmt: skip
+                                                         rule=rule, detail=detail, key=key))  # fmt: skip
 
     async def reconcile(self) -> dict:
         """Bring the journal to what the venues report: every order in flight asked about,

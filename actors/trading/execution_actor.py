@@ -8,8 +8,7 @@ Ray restarts its process: the engine starts paused, the venue's steps after the 
 last equity snapshot are handed back for journaling, and the first bar reconciles before
 anything is sent. A bar interrupted by the crash is offered again by the monitor, and what
 was done of it already is a no-op in the journal (orders by client order id, fills by
-venue fill id); the monitor's events journaled for that bar before the crash are journaled
-again (risk events have no natural key yet).
+venue fill id, the monitor's events on the bar by their place in it).
 """
 
 from __future__ import annotations

@@ -434,6 +434,15 @@ class Journal:
             )
         return None if row is None else _run(row)
 
+    async def latest_risk_event(self, run_id: str, kind: str) -> dict[str, Any] | None:
+        """The detail of a run's latest risk event of ``kind`` (e.g. its ``allocation`` summary)."""
+        async with self._conn() as conn:
+            detail = await conn.fetchval(
+                "SELECT detail FROM risk_events WHERE run_id = $1 AND kind = $2 ORDER BY ts DESC, id DESC LIMIT 1",
+                run_id, kind,
+            )  # fmt: skip
+        return None if detail is None else json.loads(detail)
+
     async def risk_event_counts(self, run_id: str) -> dict[str, int]:
         """A run's journaled Risk Monitor decisions, by kind."""
         async with self._conn() as conn:
@@ -732,17 +741,19 @@ class Journal:
 
     async def record_risk_event(
         self, kind: str, *, ts_ns: int, run_id: str | None = None, strategy: str | None = None,
-        rule: str | None = None, detail: dict[str, Any] | None = None,
-    ) -> int:  # fmt: skip
+        rule: str | None = None, detail: dict[str, Any] | None = None, key: str | None = None,
+    ) -> int | None:  # fmt: skip
         """A Risk Monitor decision (accept, reject, auto_close, state_change, cancel_all,
-        ...); returns its id."""
+        ...); returns its id. ``key``: the decision's natural key within the run (a monitor's
+        event on a bar): the same key again is a no-op and returns None."""
         async with self._conn() as conn:
             return await conn.fetchval(
                 """
-                INSERT INTO risk_events (ts, run_id, strategy, kind, rule, detail)
-                VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING id
+                INSERT INTO risk_events (ts, run_id, strategy, kind, rule, detail, event_key)
+                VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+                ON CONFLICT (run_id, event_key) WHERE event_key IS NOT NULL DO NOTHING RETURNING id
                 """,
-                _ts(ts_ns), run_id, strategy, kind, rule, _json(detail or {}),
+                _ts(ts_ns), run_id, strategy, kind, rule, _json(detail or {}), key,
             )  # fmt: skip
 
     async def record_equity(self, run_id: str, strategy: str, ts_ns: int, equity: float, cash: float) -> bool:

@@ -53,6 +53,7 @@ class PaperRun:
     risk_events: dict[str, int]  # journaled monitor decisions by kind
     journal: dict[str, int]  # orders, fills, positions written
     flow: dict | None = None  # on actors: the strategy actor's figures (bars, intents, wall time, per-bar latency)
+    allocation: dict | None = None  # the monitor's TreasurySummary at the end, as data
 
     def comparison(self) -> str:
         """The backtest-vs-paper line."""
@@ -157,12 +158,16 @@ async def run_paper_replay(
         try:
             if actors:
                 replay = replaying(config, resolved.instruments, start, end, tf, speed) if feed == "mds" else None
-                result, counts, decisions, flow = await _on_actors(config, run_id, name, resolved.strategy(params), frame,
-                                                                   settings, speed, replay)  # fmt: skip
+                result, counts, decisions, flow, allocation = await _on_actors(
+                    config, run_id, name, resolved.strategy(params), frame, settings, speed, replay)  # fmt: skip
             else:
-                result, counts, decisions = await _in_process(config, journal, run_id, name, resolved, params, frame,
-                                                              settings, speed)  # fmt: skip
+                result, counts, decisions, allocation = await _in_process(config, journal, run_id, name, resolved, params,
+                                                                          frame, settings, speed)  # fmt: skip
                 flow = None
+            # the monitor's allocation, usage and PnL per strategy and venue at the end (botmain positions)
+            end_ns = int(frame.ts[-1]) + int(frame.bar_seconds * 1e9)
+            await journal.record_risk_event("allocation", ts_ns=end_ns, run_id=run_id, strategy=name, detail=allocation,
+                                            key=f"{name}:allocation:end")  # fmt: skip
         except BaseException:
             await journal.close_run(run_id, status="failed")  # what was journaled stays
             raise
@@ -178,6 +183,7 @@ async def run_paper_replay(
         run_id=run_id, instruments=resolved.instruments, result=result, backtest=reference, counts=counts,
         decisions=decisions, risk_events=risk_events,
         journal={"orders": len(orders), "fills": len(fills), "positions": len(positions)}, flow=flow,
+        allocation=allocation,
     )  # fmt: skip
 
 
@@ -198,7 +204,7 @@ async def _in_process(config, journal, run_id, name, resolved, params, frame, se
             await asyncio.sleep(pace)
     if session.paused:
         raise RuntimeError(f"the run ended paused: {session.paused}")
-    return session.result(), session.counts, dict(router.decisions)
+    return session.result(), session.counts, dict(router.decisions), dataclasses.asdict(session.monitor.summary())
 
 
 def unplayable_legs(config: BotmainConfig, instruments: list[str], timeframe: str) -> list[str]:
@@ -264,4 +270,4 @@ async def _on_actors(config, run_id, name, strategy, frame, settings, speed, rep
     counts = FlowCounts(**{k: v for k, v in risk["strategies"][name].items() if k in FlowCounts.__dataclass_fields__})
     counts.restarts = risk["execution_unreachable"]
     flow["feed"] = "mds" if replay is not None else "lake"
-    return result, counts, execution["decisions"], flow
+    return result, counts, execution["decisions"], flow, risk["summary"]
