@@ -34,7 +34,8 @@ def resolve_clock(config: BotmainConfig, feeds: list[str]) -> str:
     return "event" if feeds == ["replay"] else "wall"
 
 
-def _get(name: str):
+def named_actor(name: str):
+    """The named actor ``name`` in Botmain's namespace, or None when none runs."""
     try:
         return ray.get_actor(name, namespace=names.NAMESPACE)
     except ValueError:
@@ -54,7 +55,7 @@ def start_market_data(config: BotmainConfig, feeds: list[str] | None = None) -> 
     if unknown:
         raise TopologyError(f"unknown feed(s) {', '.join(unknown)} (known: {', '.join(FEEDS)})")
     sup = config.market_data.supervision
-    mds = _get(names.MDS)
+    mds = named_actor(names.MDS)
     if mds is None:
         mds = MdsActor.options(
             name=names.MDS,
@@ -69,7 +70,7 @@ def start_market_data(config: BotmainConfig, feeds: list[str] | None = None) -> 
     started = {}
     for feed in feeds:
         name = names.feed_actor(feed)
-        actor = _get(name)
+        actor = named_actor(name)
         if actor is not None and ray.get(actor.health.remote())["state"] in ("finished", "failed", "stopped"):
             ray.kill(actor)  # a feed that ended is started afresh: `start` means play again
             actor = _wait_gone(name)
@@ -90,7 +91,7 @@ def start_market_data(config: BotmainConfig, feeds: list[str] | None = None) -> 
 
 def feed_state(feed: str, timeout_s: float = 10.0) -> str | None:
     """The state of feed actor ``feed`` (None: not running; ``unreachable``)."""
-    actor = _get(names.feed_actor(feed))
+    actor = named_actor(names.feed_actor(feed))
     if actor is None:
         return None
     try:
@@ -101,7 +102,7 @@ def feed_state(feed: str, timeout_s: float = 10.0) -> str | None:
 
 def stop_feed(feed: str, timeout_s: float = 30.0) -> bool:
     """Stop one feed actor; False if it was not running."""
-    actor = _get(names.feed_actor(feed))
+    actor = named_actor(names.feed_actor(feed))
     if actor is None:
         return False
     _stop(actor, timeout_s)
@@ -113,15 +114,15 @@ def stop_market_data(timeout_s: float = 30.0) -> list[str]:
     names of the actors stopped."""
     stopped = []
     for feed in FEEDS:
-        actor = _get(names.feed_actor(feed))
+        actor = named_actor(names.feed_actor(feed))
         if actor is not None:
             _stop(actor, timeout_s)
             stopped.append(names.feed_actor(feed))
-    mds = _get(names.MDS)
+    mds = named_actor(names.MDS)
     if mds is not None:
         _stop(mds, timeout_s)  # it drains its rows into the store writer and stops that too
         stopped.append(names.MDS)
-    writer = _get(names.MDS_STORE)
+    writer = named_actor(names.MDS_STORE)
     if writer is not None:  # left behind by an MDS that died
         _stop(writer, timeout_s)
     return stopped
@@ -133,7 +134,7 @@ def _wait_gone(name: str, timeout_s: float = 10.0):
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _get(name) is None:
+        if named_actor(name) is None:
             return None
         time.sleep(0.05)
     raise TopologyError(f"actor {name!r} did not go away after being killed")
@@ -149,13 +150,13 @@ def _stop(actor, timeout_s: float) -> None:
 
 def market_data_status(timeout_s: float = 10.0) -> dict | None:
     """The MDS's status and every feed actor's health, or None if the MDS is not running."""
-    mds = _get(names.MDS)
+    mds = named_actor(names.MDS)
     if mds is None:
         return None
     status = ray.get(mds.status.remote(), timeout=timeout_s)
     status["feeds"] = {}
     for feed in FEEDS:
-        actor = _get(names.feed_actor(feed))
+        actor = named_actor(names.feed_actor(feed))
         if actor is not None:
             try:
                 status["feeds"][feed] = ray.get(actor.health.remote(), timeout=timeout_s)

@@ -101,14 +101,13 @@ def paper(name, start, end, timeframe, speed, run_id, as_backtest, show_trades, 
 
 def _risk_actor(config):
     connect_ray(config)
-    import ray
-
     from actors import names
+    from actors.topology import named_actor
 
-    try:
-        return ray.get_actor(names.RISK, namespace=names.NAMESPACE)
-    except ValueError:
-        raise click.ClickException("no trading session is running on the cluster (botmain paper starts one)") from None
+    risk = named_actor(names.RISK)
+    if risk is None:
+        raise click.ClickException("no trading session is running on the cluster (botmain paper starts one)")
+    return risk
 
 
 def _transition(action: str, strategy: str | None, reason: str) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import ray
 
 from actors import names
+from actors.topology import named_actor
 from cluster.config import BotmainConfig
 from strategies.base import Strategy
 
@@ -35,13 +36,6 @@ class TradingActors:
     strategy: object
 
 
-def _get(name: str):
-    try:
-        return ray.get_actor(name, namespace=names.NAMESPACE)
-    except ValueError:
-        return None
-
-
 def start_paper_actors(config: BotmainConfig, run_id: str, name: str, strategy: Strategy) -> TradingActors:
     """The four actors for paper-trading instance ``name`` (``strategy``, the same class and
     parameters the backtest runs) under journal run ``run_id`` (opened by the caller)."""
@@ -50,7 +44,7 @@ def start_paper_actors(config: BotmainConfig, run_id: str, name: str, strategy: 
     from actors.trading.strategy_actor import StrategyActor
     from actors.trading.venue_actor import PaperVenueActor
 
-    running = [n for n in (names.RISK, names.EXECUTION, names.PAPER_VENUE) if _get(n) is not None]
+    running = [n for n in (names.RISK, names.EXECUTION, names.PAPER_VENUE) if named_actor(n) is not None]
     if running:
         raise SessionRunning(f"a trading session is running on this cluster ({', '.join(running)}); one at a time")
     common = {"namespace": names.NAMESPACE, "num_cpus": 0, "max_concurrency": 64}
@@ -69,9 +63,9 @@ def stop_paper_actors(actors: TradingActors | None = None, timeout_s: float = 30
     handles = (
         [actors.strategy, actors.risk, actors.execution, actors.venue]
         if actors is not None
-        else [h for h in (_get(n) for n in (names.RISK, names.EXECUTION, names.PAPER_VENUE)) if h is not None]
+        else [h for h in (named_actor(n) for n in (names.RISK, names.EXECUTION, names.PAPER_VENUE)) if h is not None]
     )
-    execution = actors.execution if actors is not None else _get(names.EXECUTION)
+    execution = actors.execution if actors is not None else named_actor(names.EXECUTION)
     if execution is not None:
         try:
             ray.get(execution.stop.remote(), timeout=timeout_s)

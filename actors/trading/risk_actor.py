@@ -37,6 +37,7 @@ class RiskActor:
         self.clock = SessionClock()  # event time: the close of the last bar seen
         self.monitor = RiskMonitor(config, clock=self.clock)
         self.execution_name = execution_name
+        self._execution = None  # its handle, looked up once (it stays valid across Ray's restarts)
         self.gates: dict[str, RiskGate] = {}
         self.unreachable = 0
         gc.freeze()  # see actors/__init__.py
@@ -53,10 +54,14 @@ class RiskActor:
         """Offer ``strategy``'s queued bars again (after its last bar, while they wait)."""
         return await self._gate(strategy).drain()
 
+    def _execution_server(self):
+        if self._execution is None:
+            self._execution = ray.get_actor(self.execution_name, namespace=names.NAMESPACE)
+        return self._execution
+
     async def _execute(self, checked: CheckedBar) -> BarOutcome:
         try:
-            execution = ray.get_actor(self.execution_name, namespace=names.NAMESPACE)
-            return await execution.execute.remote(checked)
+            return await self._execution_server().execute.remote(checked)
         except (RayActorError, ActorUnavailableError, ValueError) as exc:
             self.unreachable += 1
             why = f"the Execution Server is unreachable ({type(exc).__name__}); the bar waits for it"
@@ -74,7 +79,7 @@ class RiskActor:
         return await self._apply(self.monitor.resume(reason, strategy))
 
     async def _apply(self, t: Transition) -> dict:
-        execution = ray.get_actor(self.execution_name, namespace=names.NAMESPACE)
+        execution = self._execution_server()
         strategy = None if t.scope == GLOBAL else t.scope
         await execution.record_risk_event.remote(t.kind, t.ts_ns, strategy, t.cause, t.as_journal())
         cancelled = 0

@@ -251,7 +251,7 @@ async def _on_actors(config, run_id, name, strategy, frame, settings, speed, rep
         if replay is None:
             flow = await actors.strategy.run.remote(frame, settings, None if speed is None else speed / frame.bar_seconds)
         else:
-            started_mds = topology._get(names.MDS) is None
+            started_mds = topology.named_actor(names.MDS) is None
             topology.start_market_data(replay, feeds=[])  # the MDS, if it is not running
             legs = [(leg.key, leg.kind) for leg in frame.legs]
             await actors.strategy.subscribe.remote([key for key, _ in legs], frame.bar_seconds)
